@@ -1,0 +1,192 @@
+"""Events the worker publishes to the `dupfinder.results` topic exchange.
+
+The routing key of each event is its `routing_key`; the body is `model_dump(mode="json")`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Phash = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+"""64-bit pHash as 16 lowercase hex digits: the text of `str(imagehash.phash(image))`."""
+
+
+class Event(BaseModel):
+    """Common configuration of every result event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    routing_key: ClassVar[str]
+
+
+class AssetHashed(Event):
+    """An asset's image was read and hashed (also re-published on replays)."""
+
+    routing_key: ClassVar[str] = "asset.hashed"
+    portal_id: str
+    """The tenant."""
+    asset_id: str
+    """The asset."""
+    phash: Phash
+    """Its perceptual hash."""
+    width: int
+    """Width in pixels, after EXIF orientation."""
+    height: int
+    """Height in pixels, after EXIF orientation."""
+
+
+FailureReason = str
+"""A stable machine code: `invalid_message`, `source_not_found`, `source_unreadable`,
+`unreadable_image`, `unsupported_format`, `too_large`, `asset_deleted`, `fetch_failed`."""
+
+
+class AssetFailed(Event):
+    """An upload could not be hashed; the asset is marked failed with the same reason."""
+
+    routing_key: ClassVar[str] = "asset.failed"
+    portal_id: str
+    """The tenant."""
+    asset_id: str
+    """The asset."""
+    reason: FailureReason
+    """Stable machine code (see `FailureReason`)."""
+    detail: str
+    """Human-readable explanation."""
+
+
+class SetMember(BaseModel):
+    """One asset of a duplicate set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    asset_id: str
+    """The asset."""
+    title: str
+    """Its title."""
+    description: str
+    """Its description."""
+    tags: list[str]
+    """Its tags."""
+    width: int
+    """Width in pixels."""
+    height: int
+    """Height in pixels."""
+    uploaded_at: AwareDatetime
+    """Upload date."""
+    phash: Phash
+    """Its perceptual hash."""
+    distance: int
+    """Hamming distance to the set's original (0 for the original itself)."""
+    original: bool
+    """True for the first member only."""
+
+
+class DuplicateSet(BaseModel):
+    """Assets that duplicate one original; the original comes first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    set_id: str
+    """Stable id of the set: the asset id of its original."""
+    assets: list[SetMember]
+    """Original first, then the others in the requested sort."""
+
+
+class DuplicatesFound(Event):
+    """One page of the answer to a `find-duplicates` request."""
+
+    routing_key: ClassVar[str] = "duplicates.found"
+    request_id: str
+    """The request this answers."""
+    portal_id: str
+    """The tenant."""
+    max_distance: int
+    """The distance the sets were formed with."""
+    total_sets: int
+    """Sets in the whole answer, over all pages."""
+    page: int
+    """1-based page number."""
+    pages: int
+    """How many pages the answer has (at least 1)."""
+    sets: list[DuplicateSet]
+    """The sets on this page, in the asset bank's order."""
+
+
+class RequestFailed(Event):
+    """A `find-duplicates` request could not be answered."""
+
+    routing_key: ClassVar[str] = "request.failed"
+    request_id: str
+    """The failed request, when it could be read."""
+    portal_id: str
+    """The tenant."""
+    reason: str
+    """Stable machine code, e.g. `invalid_message`."""
+    detail: str
+    """Human-readable explanation."""
+
+
+class OriginalChanged(Event):
+    """A `make-original` command took effect."""
+
+    routing_key: ClassVar[str] = "original.changed"
+    command_id: str
+    """The command."""
+    portal_id: str
+    """The tenant."""
+    asset_id: str
+    """The new original."""
+
+
+RejectionReason = Literal["not_found", "is_original", "not_a_duplicate"]
+
+
+class Rejection(BaseModel):
+    """Why one asset of a delete command was not deleted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    asset_id: str
+    """The asset left alone."""
+    reason: RejectionReason
+    """`not_found` (unknown in this portal, or never hashed), `is_original` (the original, or an
+    asset that outranks it), `not_a_duplicate` (farther than `max_distance` from the original)."""
+
+
+class DuplicatesDeleted(Event):
+    """A `delete-duplicates` command took effect; the portal removes the deleted files."""
+
+    routing_key: ClassVar[str] = "duplicates.deleted"
+    command_id: str
+    """The command."""
+    portal_id: str
+    """The tenant."""
+    original_id: str
+    """The set's original."""
+    deleted: list[str]
+    """Assets now deleted (including ones deleted before)."""
+    rejected: list[Rejection]
+    """Assets left alone, with the reason."""
+
+
+class CommandRejected(Event):
+    """A command was refused as a whole."""
+
+    routing_key: ClassVar[str] = "command.rejected"
+    command_id: str
+    """The command, when it could be read."""
+    portal_id: str
+    """The tenant."""
+    reason: str
+    """Stable machine code: `invalid_message`, `asset_not_found`, `original_not_found`."""
+    detail: str
+    """Human-readable explanation."""
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    AssetHashed,
+    AssetFailed,
+    DuplicatesFound,
+    RequestFailed,
+    OriginalChanged,
+    DuplicatesDeleted,
+    CommandRejected,
+)

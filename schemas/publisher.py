@@ -1,0 +1,69 @@
+"""A small typed publisher for Python portals.
+
+Portals in other languages publish the same envelope with any AMQP client (see the README); this
+module is that recipe in Python, with publisher confirms so `publish` returns only once RabbitMQ
+has taken responsibility for the message.
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+
+import pika
+
+from schemas.contract import ACTORS, queue_arguments
+from schemas.envelope import build_envelope
+from schemas.messages import Payload
+
+
+class PortalPublisher:
+    """Publishes payloads to the worker's queues over one blocking AMQP connection.
+
+    Not thread-safe (pika connections are not): use one publisher per thread.
+    """
+
+    def __init__(self, amqp_url: str) -> None:
+        self._connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        self._channel = self._connection.channel()
+        self._channel.confirm_delivery()
+        # Declare with the worker's exact arguments, so a portal that starts first neither loses
+        # messages to a missing queue nor makes the worker's declaration fail with 406.
+        for queue in {route.queue_name for route in ACTORS.values()}:
+            self._channel.queue_declare(queue, durable=True, arguments=queue_arguments(queue))
+
+    def publish(self, payload: Payload, *, message_id: str | None = None) -> str:
+        """Publish `payload` persistently and wait for the broker's confirm.
+
+        Returns the message id. Raises `pika.exceptions.AMQPError` subclasses when the broker
+        refuses or the connection fails; the message then was not accepted.
+        """
+        envelope = build_envelope(payload, message_id=message_id)
+        self._channel.basic_publish(
+            exchange="",
+            routing_key=envelope["queue_name"],
+            body=json.dumps(envelope, separators=(",", ":")).encode(),
+            properties=pika.BasicProperties(
+                delivery_mode=pika.DeliveryMode.Persistent,
+                content_type="application/json",
+                message_id=envelope["message_id"],
+            ),
+            mandatory=True,
+        )
+        return str(envelope["message_id"])
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._connection.is_open:
+            self._connection.close()
+
+    def __enter__(self) -> PortalPublisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

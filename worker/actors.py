@@ -1,0 +1,436 @@
+"""The Dramatiq actors: thin adapters from the wire contract to the core and the store.
+
+Each actor is a plain function that Dramatiq runs on a worker thread: it checks the envelope's
+arguments against the payload model, then runs the matching coroutine on the event-loop thread
+(where the MongoDB client lives). Outcomes are stored before they are published, and published
+before the message is acknowledged, so a crash anywhere re-runs the work and re-publishes.
+
+Failure sorting, per actor:
+- contract violations raise `InvalidMessage` (a `PermanentError`): a failure event when the ids
+  are readable, then straight to the dead-letter queue;
+- unreadable images are an answer, not a failure: the asset is marked failed, `asset.failed` is
+  published and the message is done;
+- a missing source is marked failed and dead-lettered too, so ops can re-drive it once the file
+  appears;
+- `TransientError`s are retried with bounded backoff by `SafeRetries`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import CurrentMessage
+from pydantic import ValidationError
+
+from schemas.contract import ACTORS
+from schemas.events import (
+    AssetFailed,
+    AssetHashed,
+    CommandRejected,
+    DuplicatesDeleted,
+    Event,
+    OriginalChanged,
+    Rejection,
+    RequestFailed,
+)
+from schemas.messages import (
+    AssetRemoved,
+    AssetUploaded,
+    DeleteDuplicates,
+    FindDuplicates,
+    MakeOriginal,
+    Payload,
+)
+from worker import deletion, grouping, pages
+from worker.broker import build_broker
+from worker.config import get_settings
+from worker.errors import ImageError, InvalidMessage, PermanentError, SourceError
+from worker.fetching import FetchLimits, fetch
+from worker.hashing import HashedImage, hash_image, provenance, sha256_hex
+from worker.resources import Resources, Runtime
+from worker.store import DELETED, HASHED, utcnow
+
+log = logging.getLogger(__name__)
+
+PayloadT = TypeVar("PayloadT", bound=Payload)
+
+resources = Resources()
+broker = build_broker(get_settings(), [resources])
+dramatiq.set_broker(broker)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Facts about the message being handled, for logs and deterministic effects."""
+
+    message_id: str
+    sent_at: datetime
+    """When the message was first published: used as the instant of a pin, so a redelivered
+    command re-applies exactly the same change."""
+
+
+def _readable_ids(raw: Any, *names: str) -> dict[str, str] | None:
+    if not isinstance(raw, dict):
+        return None
+    ids = {name: raw.get(name) for name in names}
+    if all(isinstance(value, str) and value for value in ids.values()):
+        return {name: str(value) for name, value in ids.items()}
+    return None
+
+
+def _contract_actor(
+    model: type[PayloadT],
+    on_invalid: Callable[[dict[str, str], str], Event] | None,
+    id_fields: tuple[str, ...],
+) -> Callable[[Callable[[PayloadT, Runtime, Delivery], Awaitable[None]]], dramatiq.Actor[Any, Any]]:
+    """Register `handler` as the actor the contract names for `model`."""
+    route = ACTORS[model.__name__]
+    settings = get_settings()
+
+    def decorator(
+        handler: Callable[[PayloadT, Runtime, Delivery], Awaitable[None]],
+    ) -> dramatiq.Actor[Any, Any]:
+        def run(*args: Any, **kwargs: Any) -> None:
+            message = CurrentMessage.get_current_message()
+            delivery = Delivery(
+                message_id=message.message_id if message else "unknown",
+                sent_at=datetime.fromtimestamp(
+                    (message.message_timestamp if message else 0) / 1000, UTC
+                ),
+            )
+            runtime = resources.runtime
+            raw = args[0] if len(args) == 1 else None
+            try:
+                if kwargs or len(args) != 1:
+                    raise InvalidMessage("args must be exactly [payload] and kwargs empty")
+                try:
+                    payload = model.model_validate(raw)
+                except ValidationError as e:
+                    raise InvalidMessage(_describe(e)) from None
+            except InvalidMessage as e:
+                log.error(
+                    "dead-lettering invalid %s message %s: %s",
+                    route.actor_name,
+                    delivery.message_id,
+                    e.detail,
+                )
+                ids = _readable_ids(raw, *id_fields)
+                if on_invalid is not None and ids is not None:
+                    runtime.publisher.publish_blocking(on_invalid(ids, e.detail))
+                raise
+            _loop().run_coroutine(handler(payload, runtime, delivery))
+
+        run.__name__ = route.actor_name
+        run.__qualname__ = route.actor_name
+        return dramatiq.actor(
+            run,
+            actor_name=route.actor_name,
+            queue_name=route.queue_name,
+            throws=(PermanentError,),
+            max_retries=settings.max_retries,
+            min_backoff=settings.min_backoff_ms,
+            max_backoff=settings.max_backoff_ms,
+            time_limit=settings.time_limit_ms,
+        )
+
+    return decorator
+
+
+def _loop() -> Any:
+    loop_thread = get_event_loop_thread()
+    if loop_thread is None:
+        raise RuntimeError("the AsyncIO middleware is not running")
+    return loop_thread
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors()
+    )
+
+
+# ----- assets -----------------------------------------------------------------------------------
+
+
+def _asset_invalid(ids: dict[str, str], detail: str) -> Event:
+    return AssetFailed(**ids, reason=InvalidMessage.reason, detail=detail)
+
+
+def _read_and_hash(
+    source: str, limits: FetchLimits, max_pixels: int, known_sha256: str | None
+) -> tuple[str, HashedImage | None]:
+    """Runs on a hashing thread: the bytes' checksum, and their hash unless they are known."""
+    data = fetch(source, limits)
+    checksum = sha256_hex(data)
+    if checksum == known_sha256:
+        return checksum, None
+    return checksum, hash_image(data, max_pixels=max_pixels, sha256=checksum)
+
+
+@_contract_actor(AssetUploaded, _asset_invalid, ("portal_id", "asset_id"))
+async def asset_uploaded(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
+    """Hash the uploaded image and store it with the asset's metadata; publish `asset.hashed`."""
+    existing = await rt.store.get(upload.portal_id, upload.asset_id)
+    if existing is not None and existing["state"] == DELETED:
+        await _refuse_deleted(rt, upload, delivery)
+        return
+    known = existing.get("sha256") if existing and existing["state"] == HASHED else None
+    limits = FetchLimits(
+        rt.settings.max_source_bytes,
+        rt.settings.fetch_timeout_s,
+        rt.settings.fetch_connect_timeout_s,
+    )
+    try:
+        _checksum, image = await asyncio.get_running_loop().run_in_executor(
+            rt.hash_pool, _read_and_hash, upload.source, limits, rt.settings.max_pixels, known
+        )
+    except (ImageError, SourceError) as e:
+        log.warning(
+            "asset %s/%s failed (%s, message %s): %s",
+            upload.portal_id,
+            upload.asset_id,
+            e.reason,
+            delivery.message_id,
+            e.detail,
+        )
+        if await rt.store.mark_failed(upload, e.reason, e.detail):
+            await rt.publisher.publish(
+                AssetFailed(
+                    portal_id=upload.portal_id,
+                    asset_id=upload.asset_id,
+                    reason=e.reason,
+                    detail=e.detail,
+                )
+            )
+        else:
+            await _refuse_deleted(rt, upload, delivery)
+            return
+        if isinstance(e, SourceError):
+            raise  # dead-letter it: it can be re-driven once the source is there
+        return
+    if image is None:  # same bytes as stored: refresh the metadata, keep the hash
+        assert existing is not None
+        image = HashedImage(
+            phash=existing["phash"],
+            width=existing["width"],
+            height=existing["height"],
+            format=existing["format"],
+            sha256=existing["sha256"],
+            size_bytes=existing["size_bytes"],
+        )
+        stored = await rt.store.save_hashed(
+            upload, image, existing["hash_provenance"], existing["hashed_at"]
+        )
+    else:
+        stored = await rt.store.save_hashed(upload, image, provenance(), utcnow())
+    if not stored:
+        await _refuse_deleted(rt, upload, delivery)
+        return
+    await rt.publisher.publish(
+        AssetHashed(
+            portal_id=upload.portal_id,
+            asset_id=upload.asset_id,
+            phash=image.phash,
+            width=image.width,
+            height=image.height,
+        )
+    )
+
+
+async def _refuse_deleted(rt: Runtime, upload: AssetUploaded, delivery: Delivery) -> None:
+    log.info(
+        "ignoring upload of deleted asset %s/%s (message %s)",
+        upload.portal_id,
+        upload.asset_id,
+        delivery.message_id,
+    )
+    await rt.publisher.publish(
+        AssetFailed(
+            portal_id=upload.portal_id,
+            asset_id=upload.asset_id,
+            reason="asset_deleted",
+            detail="the asset was deleted; a deleted asset is never brought back by an upload",
+        )
+    )
+
+
+@_contract_actor(AssetRemoved, _asset_invalid, ("portal_id", "asset_id"))
+async def asset_removed(removed: AssetRemoved, rt: Runtime, delivery: Delivery) -> None:
+    """Tombstone an asset the portal deleted by its own means."""
+    await rt.store.tombstone(removed.portal_id, removed.asset_id, via="asset-removed", create=True)
+    log.info(
+        "asset %s/%s removed by the portal (message %s)",
+        removed.portal_id,
+        removed.asset_id,
+        delivery.message_id,
+    )
+
+
+# ----- searches ---------------------------------------------------------------------------------
+
+
+def _request_invalid(ids: dict[str, str], detail: str) -> Event:
+    return RequestFailed(**ids, reason=InvalidMessage.reason, detail=detail)
+
+
+@_contract_actor(FindDuplicates, _request_invalid, ("request_id", "portal_id"))
+async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> None:
+    """Answer with the duplicate sets in scope, paged, in the asset bank's order."""
+    max_distance = (
+        request.max_distance if request.max_distance is not None else rt.settings.max_distance
+    )
+    candidates = await rt.store.candidates(
+        request.portal_id, request.scope, with_titles=request.sort.field == "title"
+    )
+    order = grouping.original_order(
+        candidates.pinned_at_us, candidates.pixels, candidates.uploaded_at_us, candidates.asset_ids
+    )
+    groups = pages.bank_order(
+        candidates, grouping.form_sets(candidates.phashes, order, max_distance), request.sort
+    )
+    size = rt.settings.page_size
+    total = len(groups)
+    count = pages.page_count(total, size)
+    for page in range(1, count + 1):
+        chunk = groups[(page - 1) * size : page * size]
+        docs = await rt.store.members(
+            request.portal_id, pages.member_ids(chunk, candidates.asset_ids)
+        )
+        await rt.publisher.publish(
+            pages.build_page(
+                request_id=request.request_id,
+                portal_id=request.portal_id,
+                max_distance=max_distance,
+                groups=chunk,
+                asset_ids=candidates.asset_ids,
+                docs=docs,
+                total_sets=total,
+                page=page,
+                pages=count,
+            )
+        )
+    log.info(
+        "request %s of portal %s: %d sets from %d assets (message %s)",
+        request.request_id,
+        request.portal_id,
+        total,
+        len(candidates.asset_ids),
+        delivery.message_id,
+    )
+
+
+# ----- commands ---------------------------------------------------------------------------------
+
+
+def _command_invalid(ids: dict[str, str], detail: str) -> Event:
+    return CommandRejected(**ids, reason=InvalidMessage.reason, detail=detail)
+
+
+async def _once(
+    rt: Runtime,
+    portal_id: str,
+    command_id: str,
+    act: Callable[[], Awaitable[Event]],
+) -> None:
+    """Carry a command out at most once per (portal, command id), then publish its outcome.
+
+    A redelivered or replayed command re-publishes the recorded outcome and changes nothing.
+    """
+    owner = uuid.uuid4().hex
+    async with rt.store.command_lock(portal_id, owner, ttl_ms=rt.settings.command_lock_ttl_ms):
+        recorded = await rt.store.command_outcome(portal_id, command_id)
+        if recorded is None:
+            event = await act()
+            recorded = await rt.store.record_command(
+                portal_id, command_id, event.routing_key, event.model_dump(mode="json")
+            )
+    await rt.publisher.publish_raw(recorded["routing_key"], _json(recorded["body"]))
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@_contract_actor(MakeOriginal, _command_invalid, ("command_id", "portal_id"))
+async def make_original(command: MakeOriginal, rt: Runtime, delivery: Delivery) -> None:
+    """Pin an asset as the original of any set it belongs to."""
+
+    async def act() -> Event:
+        if not await rt.store.pin(
+            command.portal_id, command.asset_id, delivery.sent_at, command.command_id
+        ):
+            return CommandRejected(
+                command_id=command.command_id,
+                portal_id=command.portal_id,
+                reason="asset_not_found",
+                detail=f"no live asset {command.asset_id!r} in this portal",
+            )
+        return OriginalChanged(
+            command_id=command.command_id, portal_id=command.portal_id, asset_id=command.asset_id
+        )
+
+    await _once(rt, command.portal_id, command.command_id, act)
+
+
+@_contract_actor(DeleteDuplicates, _command_invalid, ("command_id", "portal_id"))
+async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: Delivery) -> None:
+    """Delete duplicates of an original, never the original itself."""
+    max_distance = (
+        command.max_distance if command.max_distance is not None else rt.settings.max_distance
+    )
+
+    async def act() -> Event:
+        ids = [command.original_id, *command.asset_ids]
+        live, deleted = await rt.store.facts(command.portal_id, ids)
+        original = live.get(command.original_id)
+        if original is None:
+            return CommandRejected(
+                command_id=command.command_id,
+                portal_id=command.portal_id,
+                reason="original_not_found",
+                detail=f"no live asset {command.original_id!r} in this portal",
+            )
+        decision = deletion.decide(original, command.asset_ids, live, deleted, max_distance)
+        done = set(decision.already_deleted)
+        rejected = list(decision.rejected)
+        for asset_id in decision.delete:
+            if await rt.store.tombstone(
+                command.portal_id,
+                asset_id,
+                via="delete-duplicates",
+                command_id=command.command_id,
+                original_id=command.original_id,
+            ):
+                done.add(asset_id)
+            else:  # an upload marked it failed, or the portal removed it, since we read it
+                now = await rt.store.get(command.portal_id, asset_id)
+                if now is not None and now["state"] == DELETED:
+                    done.add(asset_id)
+                else:
+                    rejected.append((asset_id, "not_found"))
+        log.info(
+            "command %s of portal %s deleted %d, rejected %d (message %s)",
+            command.command_id,
+            command.portal_id,
+            len(done),
+            len(rejected),
+            delivery.message_id,
+        )
+        return DuplicatesDeleted(
+            command_id=command.command_id,
+            portal_id=command.portal_id,
+            original_id=command.original_id,
+            deleted=[a for a in dict.fromkeys(command.asset_ids) if a in done],
+            rejected=[Rejection(asset_id=a, reason=r) for a, r in rejected],
+        )
+
+    await _once(rt, command.portal_id, command.command_id, act)

@@ -1,0 +1,18 @@
+"""The worker's entry module: `dramatiq worker.app` (or `dupfinder worker`) loads this.
+
+Importing it configures logging once and registers every actor on the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from worker import actors
+from worker.config import get_settings
+
+logging.getLogger().setLevel(get_settings().log_level.upper())
+logging.getLogger("pika").setLevel(logging.WARNING)
+
+broker = actors.broker
+
+__all__ = ["broker"]

@@ -1,0 +1,142 @@
+"""The Dramatiq broker: RabbitMQ with confirms, a strict envelope and retries that cannot vanish.
+
+Three defaults of Dramatiq lose or stall messages (RELIABILITY-NOTES.md); each is closed here:
+- the JSON decoder accepts any dict, and a malformed envelope (`"options": null`, a foreign
+  `queue_name`, a missing `message_id`) can crash consumer threads: `StrictEncoder` and
+  `StrictConsumer` dead-letter such bodies instead;
+- a retry whose re-enqueue fails is logged and the original acknowledged, so it ends in no queue:
+  `SafeRetries` fails the message instead, which dead-letters it;
+- publishes are unconfirmed: the broker is built with `confirm_delivery=True`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.common import q_name
+from dramatiq.encoder import JSONEncoder, MessageData
+from dramatiq.errors import ActorNotFound, DecodeError
+from dramatiq.middleware import (
+    AsyncIO,
+    CurrentMessage,
+    Middleware,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+from pydantic import ValidationError
+
+from schemas.envelope import Envelope
+from worker.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _summarise(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'envelope'}: {e['msg']}" for e in error.errors()
+    )
+
+
+class StrictEncoder(JSONEncoder):
+    """JSON, plus a refusal of every envelope that is not exactly the contract's shape."""
+
+    def decode(self, data: bytes) -> MessageData:
+        message = super().decode(data)
+        try:
+            Envelope.model_validate(message)
+        except ValidationError as e:
+            reason = _summarise(e)
+            log.error("dead-lettering a malformed envelope: %s", reason)
+            raise DecodeError(f"malformed envelope: {reason}", data, e) from None
+        return message
+
+
+class StrictConsumer(_RabbitmqConsumer):
+    """Refuses messages that do not belong to the queue they were consumed from.
+
+    Dramatiq routes a message by the `queue_name` in its body; a body naming another queue, or an
+    actor that lives on another queue, is a publisher bug that would otherwise kill worker
+    threads or bypass queue separation. Such messages are rejected to the dead-letter queue.
+    """
+
+    def __next__(self) -> Any:
+        message = super().__next__()
+        if message is None:
+            return None
+        problem = None
+        if message.queue_name != self.queue_name:
+            problem = f"queue_name {message.queue_name!r} does not match queue {self.queue_name!r}"
+        else:
+            try:
+                actor = self.broker.get_actor(message.actor_name)
+            except ActorNotFound:
+                problem = f"unknown actor {message.actor_name!r}"
+            else:
+                if actor.queue_name != q_name(self.queue_name):
+                    problem = f"actor {actor.actor_name!r} does not consume {self.queue_name!r}"
+        if problem is None:
+            return message
+        log.error("dead-lettering message %s: %s", message.message_id, problem)
+        self.nack(message)
+        return None
+
+
+class DupfinderBroker(RabbitmqBroker):
+    """`RabbitmqBroker` with the strict consumer."""
+
+    @property
+    def consumer_class(self) -> type[StrictConsumer]:
+        return StrictConsumer
+
+
+class SafeRetries(Retries):
+    """Retries whose failure to re-enqueue dead-letters the message instead of losing it."""
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        try:
+            super().after_process_message(broker, message, result=result, exception=exception)
+        except Exception:
+            # Without this, Dramatiq logs the failure and acknowledges the message (issue #545).
+            log.exception(
+                "could not enqueue the retry of message %s; dead-lettering it", message.message_id
+            )
+            message.fail()
+
+
+def build_broker(settings: Settings, extra_middleware: list[Middleware]) -> DupfinderBroker:
+    """The broker with its middleware, in order.
+
+    - TimeLimit: interrupts a message running past its actor's `time_limit`.
+    - ShutdownNotifications: lets long work notice a SIGTERM.
+    - CurrentMessage: actors read their message id for logs and idempotency.
+    - AsyncIO: the event-loop thread the store and publisher live on.
+    - SafeRetries: bounded backoff for transient faults, dead-lettering when exhausted.
+    - then `extra_middleware` (the worker's resources).
+    """
+    dramatiq.set_encoder(StrictEncoder())
+    middleware: list[Middleware] = [
+        TimeLimit(),
+        ShutdownNotifications(),
+        CurrentMessage(),
+        AsyncIO(),
+        SafeRetries(
+            max_retries=settings.max_retries,
+            min_backoff=settings.min_backoff_ms,
+            max_backoff=settings.max_backoff_ms,
+        ),
+        *extra_middleware,
+    ]
+    return DupfinderBroker(
+        url=settings.amqp_url_with_defaults, confirm_delivery=True, middleware=middleware
+    )

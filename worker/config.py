@@ -1,0 +1,102 @@
+"""All configuration, from environment variables prefixed `DUPFINDER_` (see the README table).
+
+Durations carry their unit in the name. The settings object is validated once and fails fast on
+nonsense, rather than letting a worker start with a retry budget that outlives RabbitMQ's consumer
+timeout.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: RabbitMQ closes a channel whose deliveries stay unacked this long (its default), redelivering
+#: everything it held; delayed retries are held unacked, so backoffs must stay well below it.
+RABBITMQ_CONSUMER_TIMEOUT_MS = 30 * 60 * 1000
+
+
+class Settings(BaseSettings):
+    """The worker's settings; each field is one `DUPFINDER_<NAME>` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="DUPFINDER_", extra="ignore", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    """RabbitMQ URL. `heartbeat` and `blocked_connection_timeout` are added when absent."""
+    mongodb_url: str = "mongodb://127.0.0.1:27017/"
+    """MongoDB URL."""
+    mongodb_database: str = "dupfinder"
+    """Database holding the `assets` and `commands` collections."""
+    mongodb_timeout_ms: Annotated[int, Field(ge=100)] = 5000
+    """Server selection and socket timeout: an outage becomes a retry, not a stall."""
+
+    max_distance: Annotated[int, Field(ge=0, le=32)] = 0
+    """Default Hamming radius for duplicates (0 = equal pHashes, as the product we imitate)."""
+    max_pixels: Annotated[int, Field(ge=1)] = 150_000_000
+    """Images with more pixels are refused as `too_large` before decoding (decompression bombs)."""
+    max_source_bytes: Annotated[int, Field(ge=1)] = 256 * 1024 * 1024
+    """Sources larger than this are refused as `too_large` without reading them whole."""
+    fetch_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """Deadline for reading one source in full (a server that streams forever is cut off)."""
+    fetch_connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    """Deadline for connecting to an HTTP source."""
+
+    processes: Annotated[int, Field(ge=1)] = max(1, os.cpu_count() or 1)
+    """Worker processes started by `dupfinder worker`."""
+    threads: Annotated[int, Field(ge=1)] = 8
+    """Dramatiq worker threads per process (messages in flight per process)."""
+    hash_threads: Annotated[int, Field(ge=1)] = 2
+    """Threads per process that fetch and decode images, off the event loop."""
+
+    max_retries: Annotated[int, Field(ge=0, le=50)] = 10
+    """Attempts after the first for transient faults, then the message is dead-lettered."""
+    min_backoff_ms: Annotated[int, Field(ge=1)] = 1000
+    """First retry delay; it doubles each attempt (with jitter)."""
+    max_backoff_ms: Annotated[int, Field(ge=1)] = 5 * 60 * 1000
+    """Longest retry delay; must stay well under RabbitMQ's 30-minute consumer timeout."""
+    time_limit_ms: Annotated[int, Field(ge=1000)] = 10 * 60 * 1000
+    """Longest one message may run before Dramatiq interrupts it."""
+    command_lock_ttl_ms: Annotated[int, Field(ge=1000)] = 60_000
+    """How long a crashed worker's per-portal command lock blocks others."""
+
+    page_size: Annotated[int, Field(ge=1, le=500)] = 500
+    """Duplicate sets per `duplicates.found` message."""
+    log_level: str = "INFO"
+    """Python logging level of the worker."""
+
+    @model_validator(mode="after")
+    def _backoff_within_consumer_timeout(self) -> Settings:
+        if self.min_backoff_ms > self.max_backoff_ms:
+            raise ValueError("min_backoff_ms exceeds max_backoff_ms")
+        if self.max_backoff_ms >= RABBITMQ_CONSUMER_TIMEOUT_MS // 2:
+            raise ValueError(
+                "max_backoff_ms must stay well under RabbitMQ's 30 min consumer timeout"
+            )
+        if self.time_limit_ms >= RABBITMQ_CONSUMER_TIMEOUT_MS // 2:
+            raise ValueError(
+                "time_limit_ms must stay well under RabbitMQ's 30 min consumer timeout"
+            )
+        return self
+
+    @property
+    def amqp_url_with_defaults(self) -> str:
+        """`amqp_url` plus the connection options that keep pika from hanging.
+
+        Without `blocked_connection_timeout`, a publish blocks forever under a RabbitMQ memory or
+        disk alarm; without `heartbeat`, a dead peer is noticed only by TCP, minutes later.
+        """
+        parts = urlsplit(self.amqp_url)
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("heartbeat", "60")
+        query.setdefault("blocked_connection_timeout", "300")
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,73 @@
+"""Which duplicates a `delete-duplicates` command may delete: a pure decision over asset facts.
+
+Delete never deletes an original. An asset is refused when it is the named original, or when it
+outranks that original in original order: it would then be the original of any set holding both
+(a stale screen after someone pinned it), and deleting it would delete an original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from schemas.events import RejectionReason
+from worker.grouping import original_key
+
+
+@dataclass(frozen=True, slots=True)
+class AssetFacts:
+    """What the decision needs to know about one live asset."""
+
+    asset_id: str
+    phash: int
+    pixels: int
+    uploaded_at_us: int
+    pinned_at_us: int
+
+    @property
+    def key(self) -> tuple[int, int, int, str]:
+        """Its place in original order."""
+        return original_key(self.pinned_at_us, self.pixels, self.uploaded_at_us, self.asset_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of a delete request before it is carried out."""
+
+    delete: list[str]
+    """Live assets to tombstone now."""
+    already_deleted: list[str]
+    """Assets deleted earlier: reported as deleted, nothing to do."""
+    rejected: list[tuple[str, RejectionReason]]
+    """(asset_id, reason) pairs left alone."""
+
+
+def decide(
+    original: AssetFacts,
+    requested: Sequence[str],
+    live: Mapping[str, AssetFacts],
+    deleted: frozenset[str],
+    max_distance: int,
+) -> Decision:
+    """Sort each requested asset into delete, already deleted or rejected (with its reason).
+
+    `live` holds the facts of the requested assets that exist, are hashed and are not deleted;
+    `deleted` the ids already tombstoned in this portal. Anything else is unknown to the portal.
+    Duplicated ids in `requested` are decided once.
+    """
+    delete: list[str] = []
+    already: list[str] = []
+    rejected: list[tuple[str, RejectionReason]] = []
+    for asset_id in dict.fromkeys(requested):
+        facts = live.get(asset_id)
+        if asset_id == original.asset_id or (facts is not None and facts.key < original.key):
+            rejected.append((asset_id, "is_original"))
+        elif asset_id in deleted:
+            already.append(asset_id)
+        elif facts is None:
+            rejected.append((asset_id, "not_found"))
+        elif (facts.phash ^ original.phash).bit_count() > max_distance:
+            rejected.append((asset_id, "not_a_duplicate"))
+        else:
+            delete.append(asset_id)
+    return Decision(delete, already, rejected)

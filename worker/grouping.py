@@ -1,0 +1,145 @@
+"""Forming duplicate sets from hashes: the pure core of `find-duplicates`.
+
+The rule is the product's: take the assets in original order; each asset not yet in a set becomes
+an original and gathers every remaining asset within `max_distance` of it. Sets therefore form
+around originals and never chain: every member is within the radius of its own original, so
+"delete all duplicates" of a set is never refused for distance. With radius 0 this is simply
+"equal hashes".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+IntArray = NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """The in-scope assets of a search, as columns for the grouping core."""
+
+    asset_ids: list[str]
+    phashes: NDArray[np.uint64]
+    pixels: NDArray[np.int64]
+    uploaded_at_us: NDArray[np.int64]
+    pinned_at_us: NDArray[np.int64]
+    titles: list[str]
+    """Empty unless the search sorts by title."""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One duplicate set, as positions into the caller's arrays."""
+
+    members: NDArray[np.intp]
+    """The original first, then the others in original order."""
+    distances: NDArray[np.int64]
+    """Hamming distance of each member to the original (0 for the original)."""
+
+
+def original_key(
+    pinned_at_us: int, pixels: int, uploaded_at_us: int, asset_id: str
+) -> tuple[int, int, int, str]:
+    """Sort key of one asset in original order (smaller = more original).
+
+    Pinned assets first, the latest pin first (0 = not pinned); then the most pixels; then the
+    earliest upload; then the smallest asset id, so the order is total and repeatable.
+    """
+    return (-pinned_at_us, -pixels, uploaded_at_us, asset_id)
+
+
+def original_order(
+    pinned_at_us: IntArray,
+    pixels: IntArray,
+    uploaded_at_us: IntArray,
+    asset_ids: Sequence[str],
+) -> NDArray[np.intp]:
+    """Positions sorted by `original_key`, vectorised for large scopes."""
+    id_rank = np.argsort(np.argsort(np.asarray(asset_ids, dtype=object), kind="stable"))
+    # lexsort's last key is the primary one.
+    return np.lexsort((id_rank, uploaded_at_us, -pixels, -pinned_at_us)).astype(np.intp)
+
+
+def hamming(a: NDArray[np.uint64], b: np.uint64 | NDArray[np.uint64]) -> NDArray[np.int64]:
+    """Bitwise Hamming distance between 64-bit hashes."""
+    return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
+
+
+def form_sets(
+    hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int
+) -> list[Group]:
+    """Duplicate sets of at least two members, each formed around its original.
+
+    `order` is the original order (see `original_order`). Sets come out in the order of their
+    originals.
+    """
+    if max_distance == 0:
+        return _equal_hash_sets(hashes, order)
+    return _radius_sets(hashes, order, max_distance)
+
+
+def _equal_hash_sets(hashes: NDArray[np.uint64], order: NDArray[np.intp]) -> list[Group]:
+    # Equality is transitive, so greedy formation reduces to grouping equal values; sorting by
+    # (hash, rank) puts each group's original first. O(n log n).
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    by_hash = np.lexsort((rank, hashes))
+    sorted_hashes = hashes[by_hash]
+    starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
+    ends = np.r_[starts[1:], len(by_hash)]
+    groups = [
+        Group(by_hash[s:e].astype(np.intp), np.zeros(e - s, dtype=np.int64))
+        for s, e in zip(starts, ends, strict=True)
+        if e - s >= 2
+    ]
+    groups.sort(key=lambda g: rank[g.members[0]])
+    return groups
+
+
+def _radius_sets(
+    hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int
+) -> list[Group]:
+    # Greedy in original order over the shrinking pool of unassigned assets. Quadratic in the
+    # worst case; a multi-index search replaces it for large scopes.
+    pool = order.copy()
+    pool_hashes = hashes[pool]
+    groups: list[Group] = []
+    while len(pool) > 1:
+        distances = hamming(pool_hashes, pool_hashes[0])
+        hit = distances <= max_distance
+        if hit.sum() >= 2:  # the original always hits itself
+            groups.append(Group(pool[hit], distances[hit]))
+        keep = ~hit
+        pool, pool_hashes = pool[keep], pool_hashes[keep]
+    return groups
+
+
+def sort_rank(
+    values: Sequence[Any], asset_ids: Sequence[str], *, descending: bool
+) -> NDArray[np.intp]:
+    """Rank of each position under the asset bank's sort (0 = first); ties by ascending id."""
+    by_id = sorted(range(len(values)), key=asset_ids.__getitem__)
+    positions = sorted(by_id, key=values.__getitem__, reverse=descending)  # stable in both ways
+    rank = np.empty(len(values), dtype=np.intp)
+    rank[np.asarray(positions, dtype=np.intp)] = np.arange(len(values))
+    return rank
+
+
+def arrange(groups: list[Group], rank: NDArray[np.intp]) -> list[Group]:
+    """Order sets and their members the way the asset bank is ordered.
+
+    Sets by their best-ranked member; inside a set the original stays first and the others follow
+    the bank's order.
+    """
+    arranged = []
+    for group in groups:
+        rest = np.argsort(rank[group.members[1:]], kind="stable") + 1
+        index = np.r_[0, rest].astype(np.intp)
+        arranged.append(Group(group.members[index], group.distances[index]))
+    arranged.sort(key=lambda g: int(rank[g.members].min()))
+    return arranged

@@ -1,0 +1,92 @@
+"""The per-process resources of a worker, owned by one Dramatiq middleware.
+
+The MongoDB client binds to the event loop that first uses it, so it is created on Dramatiq's
+event-loop thread when the worker boots, never at import time; the result publisher and the
+hashing threads are created and closed alongside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import Middleware
+from PIL import Image
+
+from worker.config import Settings, get_settings
+from worker.results import ResultPublisher
+from worker.store import AssetStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What an actor needs to do its work."""
+
+    settings: Settings
+    store: AssetStore
+    publisher: ResultPublisher
+    hash_pool: ThreadPoolExecutor
+
+
+class Resources(Middleware):
+    """Creates the runtime at worker boot and closes it at shutdown."""
+
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The live runtime; only valid inside a booted worker."""
+        if self._runtime is None:
+            raise RuntimeError("the worker's resources are not open (is the worker booted?)")
+        return self._runtime
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        settings = get_settings()
+        # Pillow warns above this many pixels and refuses above twice as many; aligning it with
+        # our own limit keeps its guard in step with the one `hashing` applies.
+        Image.MAX_IMAGE_PIXELS = settings.max_pixels
+        loop_thread = get_event_loop_thread()
+        if loop_thread is None:
+            raise RuntimeError("the AsyncIO middleware must come before Resources")
+        store = loop_thread.run_coroutine(self._open_store(settings))
+        self._runtime = Runtime(
+            settings=settings,
+            store=store,
+            publisher=ResultPublisher(settings.amqp_url_with_defaults),
+            hash_pool=ThreadPoolExecutor(
+                settings.hash_threads, thread_name_prefix="dupfinder-hash"
+            ),
+        )
+
+    @staticmethod
+    async def _open_store(settings: Settings) -> AssetStore:
+        store = AssetStore.connect(
+            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
+        )
+        try:
+            await store.ensure_indexes()
+        except Exception:
+            # The database may come up after the worker: messages then retry until it does, and
+            # the indexes are created by the next boot. Uniqueness of (portal_id, asset_id) is
+            # what idempotent upserts rely on, so this is logged loudly.
+            log.exception("could not create MongoDB indexes at boot")
+        return store
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # After the worker threads have finished their messages; Dramatiq emits "after" hooks in
+        # reverse middleware order, so the AsyncIO loop is still running here.
+        runtime, self._runtime = self._runtime, None
+        if runtime is None:
+            return
+        runtime.hash_pool.shutdown(wait=True)
+        runtime.publisher.close()
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None:
+            loop_thread.run_coroutine(runtime.store.close())

@@ -1,0 +1,182 @@
+"""`dupfinder scan`: the hashing and grouping core over local folders, with no services.
+
+Files are hashed in parallel processes (decoding is CPU-bound), grouped with the same rule as the
+worker, and returned as `duplicates.found`-shaped sets: the file path is the asset id, the file's
+modification time its upload date.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.events import DuplicateSet
+from schemas.messages import Sort
+from worker import grouping, pages
+from worker.errors import PermanentError, TransientError
+from worker.fetching import FetchLimits, fetch
+from worker.hashing import HashedImage, hash_image
+
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".gif",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".heic",
+        ".heif",
+        ".avif",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanFailure:
+    """A file that could not be hashed, and why."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """Duplicate sets found, plus what was read and what failed."""
+
+    sets: list[DuplicateSet]
+    files: int
+    failures: list[ScanFailure]
+
+
+def image_files(paths: Iterable[str]) -> Iterator[Path]:
+    """Image files under `paths` (files are taken as given, folders walked), in stable order."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                for name in sorted(names):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        yield Path(root) / name
+        else:
+            yield path
+
+
+def _hash_file(path: str, limits: FetchLimits, max_pixels: int) -> HashedImage | ScanFailure:
+    try:
+        return hash_image(fetch(path, limits), max_pixels=max_pixels)
+    except (PermanentError, TransientError) as e:
+        return ScanFailure(path, e.reason, e.detail)
+
+
+def scan(
+    paths: Iterable[str],
+    *,
+    max_distance: int,
+    limits: FetchLimits,
+    max_pixels: int,
+    sort: Sort,
+    workers: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanResult:
+    """Hash every image under `paths` and group the duplicates."""
+    files = [str(p) for p in image_files(paths)]
+    hashed: list[tuple[str, HashedImage]] = []
+    failures: list[ScanFailure] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        outcomes = pool.map(
+            _hash_file, files, [limits] * len(files), [max_pixels] * len(files), chunksize=8
+        )
+        for done, (path, outcome) in enumerate(zip(files, outcomes, strict=True), start=1):
+            if isinstance(outcome, ScanFailure):
+                failures.append(outcome)
+            else:
+                hashed.append((path, outcome))
+            if progress is not None:
+                progress(done, len(files))
+    return ScanResult(_group(hashed, max_distance, sort), len(files), failures)
+
+
+def _group(
+    hashed: list[tuple[str, HashedImage]], max_distance: int, sort: Sort
+) -> list[DuplicateSet]:
+    ids = [path for path, _ in hashed]
+    mtimes = [datetime.fromtimestamp(os.stat(path).st_mtime, UTC) for path in ids]
+    candidates = grouping.Candidates(
+        asset_ids=ids,
+        phashes=np.array([int(h.phash, 16) for _, h in hashed], dtype=np.uint64),
+        pixels=np.array([h.width * h.height for _, h in hashed], dtype=np.int64),
+        uploaded_at_us=np.array([int(m.timestamp() * 1_000_000) for m in mtimes], dtype=np.int64),
+        pinned_at_us=np.zeros(len(ids), dtype=np.int64),
+        titles=[Path(p).name for p in ids],
+    )
+    order = grouping.original_order(
+        candidates.pinned_at_us, candidates.pixels, candidates.uploaded_at_us, ids
+    )
+    groups = pages.bank_order(
+        candidates, grouping.form_sets(candidates.phashes, order, max_distance), sort
+    )
+    docs: dict[str, dict[str, Any]] = {
+        path: {
+            "asset_id": path,
+            "title": Path(path).name,
+            "description": "",
+            "tags": [],
+            "width": h.width,
+            "height": h.height,
+            "uploaded_at": mtime,
+            "phash": h.phash,
+        }
+        for (path, h), mtime in zip(hashed, mtimes, strict=True)
+    }
+    page = pages.build_page(
+        request_id="scan",
+        portal_id="local",
+        max_distance=max_distance,
+        groups=groups,
+        asset_ids=ids,
+        docs=docs,
+        total_sets=len(groups),
+        page=1,
+        pages=1,
+    )
+    return page.sets
+
+
+class Progress:
+    """Progress on stderr: a live line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, stream: Any = sys.stderr, every_s: float = 5.0) -> None:
+        self._stream = stream
+        self._tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._every_s = 0.2 if self._tty else every_s
+        self._start = self._last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done != total and now - self._last < self._every_s:
+            return
+        self._last = now
+        rate = done / max(now - self._start, 1e-9)
+        eta = (total - done) / rate if rate else 0.0
+        line = f"hashed {done}/{total} files, {rate:.1f}/s, about {eta:.0f} s left"
+        if self._tty:
+            end = "\n" if done == total else ""
+            self._stream.write(f"\r{line}{end}")
+        else:
+            self._stream.write(line + "\n")
+        self._stream.flush()

@@ -1,0 +1,432 @@
+"""MongoDB persistence through PyMongo's async API, every query scoped by `portal_id`.
+
+Collections:
+- `assets`: one document per (portal_id, asset_id) — metadata, hash facts, state (`hashed`,
+  `failed` or `deleted`), pins, failure reason, and for deleted assets a tombstone that keeps the
+  metadata (who deleted it, when, through which command).
+- `commands`: the first outcome of every command id, so a redelivery re-publishes it instead of
+  acting twice.
+- `locks`: short per-portal leases that serialise commands across worker processes.
+
+Driver errors that mean "the database is not reachable right now" become `StoreUnavailable`
+(retried); anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError
+
+from schemas.messages import AssetUploaded, Scope
+from worker.deletion import AssetFacts
+from worker.errors import StoreUnavailable
+from worker.grouping import Candidates
+from worker.hashing import HashedImage, phash_to_signed
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+HASHED, FAILED, DELETED = "hashed", "failed", "deleted"
+
+
+def utcnow() -> datetime:
+    """Now, as an aware UTC datetime at MongoDB's millisecond precision."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def to_us(value: datetime | None) -> int:
+    """Microseconds since the epoch (0 for None), the grouping core's time unit."""
+    return 0 if value is None else int(value.timestamp() * 1_000_000)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (ConnectionFailure, ExecutionTimeout) as e:
+        raise StoreUnavailable(f"MongoDB unavailable: {e}") from e
+    except PyMongoError as e:
+        if e.has_error_label("RetryableWriteError") or e.has_error_label(
+            "TransientTransactionError"
+        ):
+            raise StoreUnavailable(f"MongoDB transient error: {e}") from e
+        raise
+
+
+def _store_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with _translated():
+            return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+def scope_filter(portal_id: str, scope: Scope) -> dict[str, Any]:
+    """The query for the live, hashed assets of a portal inside `scope`."""
+    query: dict[str, Any] = {"portal_id": portal_id, "state": HASHED}
+    if scope.asset_ids is not None:
+        query["asset_id"] = {"$in": list(dict.fromkeys(scope.asset_ids))}
+    # An empty tag list is read as "no tag criterion", not as "no asset can match".
+    if scope.tags_all:
+        query["tags"] = {"$all": scope.tags_all}
+    if scope.tags_any:
+        query.setdefault("$and", []).append({"tags": {"$in": scope.tags_any}})
+    if scope.text is not None:
+        pattern = {"$regex": re.escape(scope.text), "$options": "i"}
+        query.setdefault("$and", []).append(
+            {"$or": [{"title": pattern}, {"description": pattern}, {"tags": pattern}]}
+        )
+    dates: dict[str, Any] = {}
+    if scope.uploaded_from is not None:
+        dates["$gte"] = scope.uploaded_from
+    if scope.uploaded_to is not None:
+        dates["$lte"] = scope.uploaded_to
+    if dates:
+        query["uploaded_at"] = dates
+    return query
+
+
+class AssetStore:
+    """The worker's only door to MongoDB."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        db = client[database]
+        self._client = client
+        self._assets: AsyncCollection[dict[str, Any]] = db["assets"]
+        self._commands: AsyncCollection[dict[str, Any]] = db["commands"]
+        self._locks: AsyncCollection[dict[str, Any]] = db["locks"]
+
+    @classmethod
+    def connect(cls, url: str, database: str, *, timeout_ms: int) -> AssetStore:
+        """A store on a new client. Must run on the event loop that will use it."""
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms * 6, 30_000),
+            appname="dupfinder-worker",
+        )
+        return cls(client, database)
+
+    async def close(self) -> None:
+        """Close the client and its pools."""
+        await self._client.close()
+
+    @_store_errors
+    async def ensure_indexes(self) -> None:
+        """Create the indexes every query relies on (idempotent)."""
+        await self._assets.create_index(
+            [("portal_id", ASCENDING), ("asset_id", ASCENDING)], unique=True, name="portal_asset"
+        )
+        await self._assets.create_index(
+            [("portal_id", ASCENDING), ("state", ASCENDING), ("uploaded_at", ASCENDING)],
+            name="portal_state_uploaded",
+        )
+        await self._assets.create_index(
+            [("portal_id", ASCENDING), ("state", ASCENDING), ("phash_i64", ASCENDING)],
+            name="portal_state_phash",
+        )
+        await self._commands.create_index(
+            [("portal_id", ASCENDING), ("command_id", ASCENDING)], unique=True, name="portal_cmd"
+        )
+
+    @_store_errors
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the server answers."""
+        await self._client.admin.command("ping")
+
+    # ----- assets -------------------------------------------------------------------------------
+
+    @_store_errors
+    async def get(self, portal_id: str, asset_id: str) -> dict[str, Any] | None:
+        """The asset document, whatever its state."""
+        return await self._assets.find_one(
+            {"portal_id": portal_id, "asset_id": asset_id}, {"_id": 0}
+        )
+
+    @_store_errors
+    async def save_hashed(
+        self,
+        upload: AssetUploaded,
+        image: HashedImage,
+        provenance: dict[str, Any],
+        hashed_at: datetime,
+    ) -> bool:
+        """Upsert the asset as hashed; False when it is deleted (a tombstone is never revived)."""
+        now = utcnow()
+        fields = {
+            **_metadata(upload),
+            "state": HASHED,
+            "phash": image.phash,
+            "phash_i64": phash_to_signed(image.phash),
+            "width": image.width,
+            "height": image.height,
+            "pixels": image.width * image.height,
+            "format": image.format,
+            "sha256": image.sha256,
+            "size_bytes": image.size_bytes,
+            "hash_provenance": provenance,
+            "hashed_at": hashed_at,
+            "updated_at": now,
+        }
+        return await self._upsert_live(upload, {"$set": fields, "$unset": {"failure": ""}})
+
+    @_store_errors
+    async def mark_failed(self, upload: AssetUploaded, reason: str, detail: str) -> bool:
+        """Record that this upload cannot be hashed; False when the asset is deleted."""
+        now = utcnow()
+        fields = {
+            **_metadata(upload),
+            "state": FAILED,
+            "failure": {"reason": reason, "detail": detail, "at": now},
+            "updated_at": now,
+        }
+        return await self._upsert_live(upload, {"$set": fields})
+
+    async def _upsert_live(self, upload: AssetUploaded, update: dict[str, Any]) -> bool:
+        update = {**update, "$setOnInsert": {"created_at": utcnow()}}
+        try:
+            await self._assets.update_one(
+                {
+                    "portal_id": upload.portal_id,
+                    "asset_id": upload.asset_id,
+                    "state": {"$ne": DELETED},
+                },
+                update,
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            # The (portal_id, asset_id) document exists but did not match: it is a tombstone.
+            return False
+        return True
+
+    @_store_errors
+    async def tombstone(
+        self,
+        portal_id: str,
+        asset_id: str,
+        *,
+        via: str,
+        command_id: str | None = None,
+        original_id: str | None = None,
+        create: bool = False,
+    ) -> bool:
+        """Mark an asset deleted, keeping its metadata; False when nothing changed.
+
+        `create` records a tombstone even for an asset never seen, so that a replayed upload
+        cannot bring it in later. Otherwise only a hashed asset is deleted.
+        """
+        now = utcnow()
+        tomb = {"at": now, "via": via, "command_id": command_id, "original_id": original_id}
+        update = {"$set": {"state": DELETED, "deleted": tomb, "updated_at": now}}
+        query: dict[str, Any] = {"portal_id": portal_id, "asset_id": asset_id}
+        if create:
+            query["state"] = {"$ne": DELETED}
+            try:
+                await self._assets.update_one(
+                    query, {**update, "$setOnInsert": {"created_at": now}}, upsert=True
+                )
+            except DuplicateKeyError:
+                return False
+            return True
+        query["state"] = HASHED
+        result = await self._assets.update_one(query, update)
+        return result.modified_count == 1
+
+    @_store_errors
+    async def pin(
+        self, portal_id: str, asset_id: str, pinned_at: datetime, command_id: str
+    ) -> bool:
+        """Make a hashed asset rank first among originals; False when it is not live."""
+        result = await self._assets.update_one(
+            {"portal_id": portal_id, "asset_id": asset_id, "state": HASHED},
+            {"$set": {"pinned_at": pinned_at, "pinned_by": command_id, "updated_at": utcnow()}},
+        )
+        return result.matched_count == 1
+
+    @_store_errors
+    async def facts(
+        self, portal_id: str, asset_ids: list[str]
+    ) -> tuple[dict[str, AssetFacts], frozenset[str]]:
+        """Facts of the live assets among `asset_ids`, and which of them are deleted."""
+        live: dict[str, AssetFacts] = {}
+        deleted: set[str] = set()
+        cursor = self._assets.find(
+            {"portal_id": portal_id, "asset_id": {"$in": list(dict.fromkeys(asset_ids))}},
+            {
+                "_id": 0,
+                "asset_id": 1,
+                "state": 1,
+                "phash": 1,
+                "pixels": 1,
+                "uploaded_at": 1,
+                "pinned_at": 1,
+            },
+        )
+        async for doc in cursor:
+            if doc["state"] == DELETED:
+                deleted.add(doc["asset_id"])
+            elif doc["state"] == HASHED:
+                live[doc["asset_id"]] = AssetFacts(
+                    asset_id=doc["asset_id"],
+                    phash=int(doc["phash"], 16),
+                    pixels=doc["pixels"],
+                    uploaded_at_us=to_us(doc["uploaded_at"]),
+                    pinned_at_us=to_us(doc.get("pinned_at")),
+                )
+        return live, frozenset(deleted)
+
+    async def candidates(
+        self, portal_id: str, scope: Scope, *, with_titles: bool, batch_size: int = 5000
+    ) -> Candidates:
+        """Stream the in-scope assets' projected fields into columns (no documents are kept)."""
+        projection = {
+            "_id": 0,
+            "asset_id": 1,
+            "phash_i64": 1,
+            "pixels": 1,
+            "uploaded_at": 1,
+            "pinned_at": 1,
+        }
+        if with_titles:
+            projection["title"] = 1
+        ids: list[str] = []
+        hashes: list[int] = []
+        pixels: list[int] = []
+        uploaded: list[int] = []
+        pinned: list[int] = []
+        titles: list[str] = []
+        with _translated():
+            cursor = self._assets.find(
+                scope_filter(portal_id, scope), projection, batch_size=batch_size
+            )
+            async for doc in cursor:
+                ids.append(doc["asset_id"])
+                hashes.append(doc["phash_i64"])
+                pixels.append(doc["pixels"])
+                uploaded.append(to_us(doc["uploaded_at"]))
+                pinned.append(to_us(doc.get("pinned_at")))
+                if with_titles:
+                    titles.append(doc.get("title", ""))
+        return Candidates(
+            asset_ids=ids,
+            phashes=np.array(hashes, dtype=np.int64).view(np.uint64),
+            pixels=np.array(pixels, dtype=np.int64),
+            uploaded_at_us=np.array(uploaded, dtype=np.int64),
+            pinned_at_us=np.array(pinned, dtype=np.int64),
+            titles=titles,
+        )
+
+    @_store_errors
+    async def members(self, portal_id: str, asset_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Display fields of the given live assets, by asset id."""
+        cursor = self._assets.find(
+            {"portal_id": portal_id, "asset_id": {"$in": asset_ids}, "state": HASHED},
+            {
+                "_id": 0,
+                "asset_id": 1,
+                "title": 1,
+                "description": 1,
+                "tags": 1,
+                "width": 1,
+                "height": 1,
+                "uploaded_at": 1,
+                "phash": 1,
+            },
+        )
+        return {doc["asset_id"]: doc async for doc in cursor}
+
+    # ----- commands -----------------------------------------------------------------------------
+
+    @_store_errors
+    async def command_outcome(self, portal_id: str, command_id: str) -> dict[str, Any] | None:
+        """The recorded outcome of a command already carried out, if any."""
+        return await self._commands.find_one(
+            {"portal_id": portal_id, "command_id": command_id}, {"_id": 0}
+        )
+
+    @_store_errors
+    async def record_command(
+        self, portal_id: str, command_id: str, routing_key: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Record a command's outcome once; returns whichever outcome was recorded first."""
+        doc = {
+            "portal_id": portal_id,
+            "command_id": command_id,
+            "routing_key": routing_key,
+            "body": body,
+            "at": utcnow(),
+        }
+        try:
+            await self._commands.insert_one(dict(doc))
+        except DuplicateKeyError:
+            first = await self.command_outcome(portal_id, command_id)
+            if first is not None:
+                return first
+            raise
+        return doc
+
+    @asynccontextmanager
+    async def command_lock(
+        self, portal_id: str, owner: str, *, ttl_ms: int, wait_s: float = 10.0
+    ) -> AsyncIterator[None]:
+        """Hold the portal's command lease, so commands on one portal never interleave.
+
+        Commands are rare user clicks; serialising them per portal makes "exactly one original,
+        never a deleted one" hold without multi-document transactions. A crashed holder's lease
+        expires after `ttl_ms`.
+        """
+        deadline = asyncio.get_running_loop().time() + wait_s
+        delay = 0.01
+        while True:
+            now = utcnow()
+            try:
+                with _translated():
+                    await self._locks.update_one(
+                        {"_id": portal_id, "$or": [{"expires_at": {"$lt": now}}, {"owner": owner}]},
+                        {
+                            "$set": {
+                                "owner": owner,
+                                "expires_at": now + timedelta(milliseconds=ttl_ms),
+                            }
+                        },
+                        upsert=True,
+                    )
+                break
+            except DuplicateKeyError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreUnavailable(
+                        f"command lock of portal {portal_id} stays busy"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        try:
+            yield
+        finally:
+            with _translated():
+                await self._locks.delete_one({"_id": portal_id, "owner": owner})
+
+
+def _metadata(upload: AssetUploaded) -> dict[str, Any]:
+    return {
+        "portal_id": upload.portal_id,
+        "asset_id": upload.asset_id,
+        "source": upload.source,
+        "title": upload.title,
+        "description": upload.description,
+        "tags": list(upload.tags),
+        "uploaded_at": upload.uploaded_at,
+    }
