@@ -1,0 +1,233 @@
+"""The integration-test harness: real services, a real worker, and the portal's side of the wire.
+
+`Harness` runs the Dramatiq worker in this process (its own threads, real RabbitMQ, real MongoDB
+protocol), publishes as a portal would, and reads what the worker publishes to
+`dupfinder.results` and to the dead-letter queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pika
+import pymongo
+
+from schemas.contract import ACTORS, RESULTS_EXCHANGE, dead_letter_queue, delay_queue
+from schemas.messages import AssetUploaded, Payload
+from schemas.publisher import PortalPublisher
+
+AMQP_URL = os.environ.get("DUPFINDER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+WORK_QUEUES = sorted({route.queue_name for route in ACTORS.values()})
+ALL_QUEUES = [q for w in WORK_QUEUES for q in (w, delay_queue(w), dead_letter_queue(w))]
+
+Event = dict[str, Any]
+
+
+@contextlib.contextmanager
+def start_mongo(folder: Path) -> Iterator[str]:
+    """SecantusDB on a free port, storing in `folder`; yields its URL."""
+    from secantus import SecantusDBServer
+
+    server = SecantusDBServer(port=0, storage_path=str(folder))
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+def amqp_connection() -> pika.BlockingConnection:
+    """A connection to the test RabbitMQ, failing the test clearly when it is down."""
+    try:
+        return pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    except pika.exceptions.AMQPConnectionError as e:
+        raise RuntimeError(
+            f"RabbitMQ is not reachable at {AMQP_URL}: start it (rabbitmq-server -detached)"
+        ) from e
+
+
+class Harness:
+    """One worker plus the portal's view of the wire."""
+
+    def __init__(self, mongo_url: str, database: str) -> None:
+        self.mongo_url = mongo_url
+        self.database = database
+        self.db = pymongo.MongoClient(mongo_url, tz_aware=True)[database]
+        self._connection = amqp_connection()
+        self._channel = self._connection.channel()
+        self._channel.exchange_declare(RESULTS_EXCHANGE, exchange_type="topic", durable=True)
+        declared = self._channel.queue_declare("", exclusive=True, auto_delete=True)
+        self._results_queue = declared.method.queue
+        self._channel.queue_bind(self._results_queue, RESULTS_EXCHANGE, routing_key="#")
+        self._results = self._channel.consume(self._results_queue, inactivity_timeout=0.05)
+        self._events: dict[str, list[Event]] = defaultdict(list)
+        self._dead: list[tuple[str, bytes]] = []
+        self.publisher = PortalPublisher(AMQP_URL)
+        self.worker: dramatiq.Worker | None = None
+
+    # ----- life cycle -------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, mongo_url: str, database: str) -> Iterator[Harness]:
+        """Point the worker's settings at the test services and run it."""
+        os.environ["DUPFINDER_MONGODB_URL"] = mongo_url
+        os.environ["DUPFINDER_MONGODB_DATABASE"] = database
+        from worker.config import get_settings
+
+        get_settings.cache_clear()
+        harness = cls(mongo_url, database)
+        harness.purge()
+        harness.start_worker()
+        try:
+            yield harness
+        finally:
+            harness.stop_worker()
+            harness.publisher.close()
+            harness._connection.close()
+            harness.db.client.drop_database(database)
+            harness.db.client.close()
+
+    def start_worker(self, threads: int = 4) -> None:
+        """Start the in-process Dramatiq worker."""
+        from worker import actors
+
+        self.worker = dramatiq.Worker(actors.broker, worker_threads=threads, worker_timeout=100)
+        self.worker.start()
+
+    def stop_worker(self) -> None:
+        """Stop it after its in-flight messages are done."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def purge(self) -> None:
+        """Empty every dupfinder queue (they are shared with other runs on this broker)."""
+        from worker import actors
+
+        for queue in WORK_QUEUES:
+            actors.broker.declare_queue(queue, ensure=True)
+        for queue in ALL_QUEUES:
+            self._channel.queue_purge(queue)
+
+    # ----- publishing as a portal ---------------------------------------------------------------
+
+    def send(self, payload: Payload, *, message_id: str | None = None) -> str:
+        """Publish a payload as a portal would; returns the message id."""
+        return self.publisher.publish(payload, message_id=message_id)
+
+    def send_raw(self, queue: str, body: bytes) -> None:
+        """Publish arbitrary bytes to a work queue (hostile input)."""
+        self._channel.basic_publish(
+            "", queue, body, pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+        )
+
+    def upload(self, portal: str, asset_id: str, source: Path | str, **fields: Any) -> str:
+        """Publish `asset-uploaded` for a file; returns the message id."""
+        fields.setdefault("uploaded_at", datetime(2024, 1, 1, tzinfo=UTC))
+        return self.send(
+            AssetUploaded(portal_id=portal, asset_id=asset_id, source=str(source), **fields)
+        )
+
+    # ----- reading what the worker did ----------------------------------------------------------
+
+    def _pump(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            method, _props, body = next(self._results)
+            if method is not None:
+                self._channel.basic_ack(method.delivery_tag)
+                event = json.loads(body)
+                event["_type"] = method.routing_key
+                self._events[str(event.get("portal_id"))].append(event)
+            elif time.monotonic() >= deadline:
+                return
+
+    def events(self, portal: str, kind: str | None = None) -> list[Event]:
+        """Events received so far for `portal`, optionally of one type."""
+        self._pump(0.05)
+        return [e for e in self._events[portal] if kind is None or e["_type"] == kind]
+
+    def wait_for(
+        self,
+        portal: str,
+        kind: str,
+        where: Callable[[Event], bool] = lambda e: True,
+        *,
+        count: int = 1,
+        timeout: float = 15.0,
+    ) -> list[Event]:
+        """Wait until `count` events of `kind` for `portal` match `where`; return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self._events[portal] if e["_type"] == kind and where(e)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                kinds = Counter(e["_type"] for e in self._events[portal])
+                last = [{k: e.get(k) for k in ("_type", "asset_id", "reason", "detail") if k in e}
+                        for e in self._events[portal][-5:]]
+                raise AssertionError(
+                    f"{len(found)} of {count} x {kind} for {portal} after {timeout}s; "
+                    f"received {dict(kinds)}, the last: {last}"
+                )
+            self._pump(0.2)
+
+    def settle(self, seconds: float = 1.0) -> None:
+        """Let in-flight work finish and its events arrive (for asserting that nothing else came)."""
+        self._pump(seconds)
+
+    def dead_letter(self, queue: str, message_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until the message with this id is in `queue`'s dead-letter queue; its envelope."""
+        deadline = time.monotonic() + timeout
+        xq = dead_letter_queue(queue)
+        while True:
+            for _, body in self._dead:
+                envelope = _try_json(body)
+                if isinstance(envelope, dict) and envelope.get("message_id") == message_id:
+                    return envelope
+            method, _props, body = self._channel.basic_get(xq, auto_ack=True)
+            if method is not None:
+                self._dead.append((xq, body))
+                continue
+            if time.monotonic() > deadline:
+                raise AssertionError(f"message {message_id} never reached {xq}")
+            time.sleep(0.1)
+
+    def dead_bodies(self, queue: str, timeout: float = 15.0, count: int = 1) -> list[bytes]:
+        """Wait until at least `count` bodies arrived in `queue`'s dead-letter queue."""
+        deadline = time.monotonic() + timeout
+        xq = dead_letter_queue(queue)
+        while True:
+            method, _props, body = self._channel.basic_get(xq, auto_ack=True)
+            if method is not None:
+                self._dead.append((xq, body))
+                continue
+            bodies = [b for q, b in self._dead if q == xq]
+            if len(bodies) >= count or time.monotonic() > deadline:
+                return bodies
+            time.sleep(0.1)
+
+    def queue_depth(self, queue: str) -> int:
+        """Messages ready in `queue`."""
+        return int(self._channel.queue_declare(queue, passive=True).method.message_count)
+
+    def asset(self, portal: str, asset_id: str) -> dict[str, Any] | None:
+        """The stored asset document."""
+        return self.db.assets.find_one({"portal_id": portal, "asset_id": asset_id}, {"_id": 0})
+
+
+def _try_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None

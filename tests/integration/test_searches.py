@@ -1,0 +1,190 @@
+"""Find duplicates on request: scope, originals, ordering, paging, tenancy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from schemas.messages import FindDuplicates, Scope, Sort
+from tests.harness import Event, Harness
+from tests.images import photo, write
+
+DAY = timedelta(days=1)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def upload_all(harness: Harness, portal: str, specs: list[tuple[str, Path, dict]]) -> None:
+    """Upload every (asset_id, path, fields) and wait until all are hashed."""
+    for asset_id, path, fields in specs:
+        harness.upload(portal, asset_id, path, **fields)
+    harness.wait_for(portal, "asset.hashed", count=len(specs))
+
+
+def ask(harness: Harness, portal: str, request_id: str = "r1", **fields: object) -> list[Event]:
+    """Publish find-duplicates and return every page of the answer, in page order."""
+    harness.send(FindDuplicates(request_id=request_id, portal_id=portal, **fields))
+    first = harness.wait_for(portal, "duplicates.found", lambda e: e["request_id"] == request_id)
+    pages = harness.wait_for(
+        portal, "duplicates.found", lambda e: e["request_id"] == request_id,
+        count=first[0]["pages"],
+    )
+    return sorted(pages, key=lambda e: e["page"])
+
+
+def set_ids(page: Event) -> list[list[str]]:
+    return [[a["asset_id"] for a in s["assets"]] for s in page["sets"]]
+
+
+@pytest.fixture
+def family(images: Path) -> dict[str, Path]:
+    """Three copies of one picture at different sizes, and one unrelated picture."""
+    big = photo(10, size=(800, 600))
+    return {
+        "big": write(images / "big.png", big),
+        "medium": write(images / "medium.png", big.resize((400, 300), Image.Resampling.LANCZOS)),
+        "same_medium": write(images / "same.png", big.resize((400, 300), Image.Resampling.LANCZOS)),
+        "other": write(images / "other.png", photo(11)),
+    }
+
+
+def test_equal_hashes_form_a_set_with_the_most_pixels_as_original(
+    harness: Harness, portal: str, family: dict[str, Path]
+) -> None:
+    upload_all(harness, portal, [
+        ("medium", family["medium"], {"uploaded_at": T0}),
+        ("big", family["big"], {"uploaded_at": T0 + DAY, "title": "Big", "tags": ["t"]}),
+        ("same_medium", family["same_medium"], {"uploaded_at": T0 + 2 * DAY}),
+        ("other", family["other"], {"uploaded_at": T0 + 3 * DAY}),
+    ])
+
+    (page,) = ask(harness, portal)
+
+    assert (page["total_sets"], page["page"], page["pages"], page["max_distance"]) == (1, 1, 1, 0)
+    (dup_set,) = page["sets"]
+    # The original (most pixels) first, then the rest newest first, the bank's default order
+    assert [a["asset_id"] for a in dup_set["assets"]] == ["big", "same_medium", "medium"]
+    assert dup_set["set_id"] == "big"
+    assert [a["original"] for a in dup_set["assets"]] == [True, False, False]
+    assert [a["distance"] for a in dup_set["assets"]] == [0, 0, 0]
+    original = dup_set["assets"][0]
+    assert (original["title"], original["tags"], original["width"], original["height"]) == (
+        "Big", ["t"], 800, 600,
+    )
+    assert original["uploaded_at"] == "2024-01-02T00:00:00Z"
+
+
+def test_pixel_ties_go_to_the_earliest_upload_then_the_smallest_id(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    path = write(images / "p.png", photo(12))
+    upload_all(harness, portal, [
+        ("b", path, {"uploaded_at": T0}),
+        ("a", path, {"uploaded_at": T0}),
+        ("c", path, {"uploaded_at": T0 - DAY}),
+    ])
+    (page,) = ask(harness, portal, sort=Sort(field="uploaded_at", order="asc"))
+    assert set_ids(page) == [["c", "a", "b"]]
+
+
+def test_an_empty_answer_is_one_page_with_no_sets(harness: Harness, portal: str) -> None:
+    (page,) = ask(harness, portal)
+    assert (page["total_sets"], page["page"], page["pages"], page["sets"]) == (0, 1, 1, [])
+
+
+def test_sets_follow_the_bank_order(harness: Harness, portal: str, images: Path) -> None:
+    # Given three pairs of copies uploaded on different days, titled out of date order
+    specs = []
+    for n, (seed, title) in enumerate([(20, "b"), (21, "c"), (22, "a")]):
+        path = write(images / f"{seed}.png", photo(seed))
+        for copy in ("x", "y"):
+            specs.append((f"{seed}{copy}", path, {"uploaded_at": T0 + n * DAY, "title": title}))
+    upload_all(harness, portal, specs)
+
+    newest_first = ask(harness, portal, "newest")[0]
+    oldest_first = ask(harness, portal, "oldest", sort=Sort(order="asc"))[0]
+    by_title = ask(harness, portal, "title", sort=Sort(field="title", order="asc"))[0]
+
+    assert [s[0] for s in set_ids(newest_first)] == ["22x", "21x", "20x"]
+    assert [s[0] for s in set_ids(oldest_first)] == ["20x", "21x", "22x"]
+    assert [s[0] for s in set_ids(by_title)] == ["22x", "20x", "21x"]
+
+
+def test_scope_limits_the_search(harness: Harness, portal: str, images: Path) -> None:
+    path_a = write(images / "a.png", photo(30))
+    path_b = write(images / "b.png", photo(31))
+    upload_all(harness, portal, [
+        ("a1", path_a, {"tags": ["red", "car"], "title": "Red Car", "uploaded_at": T0}),
+        ("a2", path_a, {"tags": ["red"], "description": "a CAR at noon", "uploaded_at": T0 + DAY}),
+        ("a3", path_a, {"tags": ["blue"], "uploaded_at": T0 + 2 * DAY}),
+        ("b1", path_b, {"tags": ["red", "car"], "uploaded_at": T0}),
+        ("b2", path_b, {"tags": ["Car"], "uploaded_at": T0 + 5 * DAY}),
+    ])
+
+    def sets(scope: Scope, request_id: str) -> list[set[str]]:
+        return [set(ids) for ids in set_ids(ask(harness, portal, request_id, scope=scope)[0])]
+
+    assert sets(Scope(tags_all=["red"]), "all") == [{"a1", "a2"}]
+    assert sets(Scope(tags_any=["blue", "car"]), "any") == [{"a1", "a3"}]
+    assert sets(Scope(text="car"), "text") == [{"b1", "b2"}, {"a1", "a2"}]
+    assert sets(Scope(asset_ids=["a1", "a3", "b1"]), "ids") == [{"a1", "a3"}]
+    assert sets(Scope(uploaded_from=T0, uploaded_to=T0 + DAY), "dates") == [{"a1", "a2"}]
+    assert sets(Scope(tags_all=["red"], uploaded_from=T0 + DAY), "both") == []
+
+
+def test_max_distance_widens_matches_around_originals(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    # Given a picture and a slightly altered copy whose pHash differs by a few bits
+    base = photo(40)
+    altered = base.copy()
+    altered.paste((255, 255, 255), (0, 0, 120, 90))
+    upload_all(harness, portal, [
+        ("base", write(images / "base.png", base), {}),
+        ("altered", write(images / "alt.png", altered), {}),
+    ])
+
+    (exact,) = ask(harness, portal, "exact")
+    (near,) = ask(harness, portal, "near", max_distance=16)
+
+    assert exact["sets"] == []
+    (dup_set,) = near["sets"]
+    assert near["max_distance"] == 16
+    distances = {a["asset_id"]: a["distance"] for a in dup_set["assets"]}
+    assert distances["base"] == 0 or distances["altered"] == 0
+    assert 0 < max(distances.values()) <= 16
+
+
+def test_large_answers_are_paged(harness: Harness, portal: str, images: Path) -> None:
+    # The tests run with 20 sets a page (conftest): 41 pairs need three pages
+    pairs = 41
+    specs = []
+    for n in range(pairs):
+        path = write(images / f"{n}.png", photo(1000 + n, size=(64, 48)))
+        specs += [(f"{n}a", path, {}), (f"{n}b", path, {})]
+    upload_all(harness, portal, specs)
+
+    pages = ask(harness, portal)
+
+    assert [(p["page"], p["pages"], p["total_sets"]) for p in pages] == [
+        (1, 3, pairs), (2, 3, pairs), (3, 3, pairs),
+    ]
+    assert [len(p["sets"]) for p in pages] == [20, 20, 1]
+    all_ids = [a for p in pages for s in set_ids(p) for a in s]
+    assert len(all_ids) == len(set(all_ids)) == 2 * pairs
+
+
+def test_another_portals_assets_are_invisible(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    path = write(images / "p.png", photo(50))
+    other = portal + "-other"
+    upload_all(harness, portal, [("mine", path, {})])
+    upload_all(harness, other, [("theirs", path, {}), ("theirs2", path, {})])
+
+    (page,) = ask(harness, portal, scope=Scope(asset_ids=["mine", "theirs", "theirs2"]))
+
+    assert page["sets"] == []
+    assert harness.events(other, "duplicates.found") == []
