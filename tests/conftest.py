@@ -25,18 +25,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Harness, start_mongo
+from tests.harness import Harness, SecantusServer
 
 
 @pytest.fixture(scope="session")
-def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of the MongoDB-protocol server the tests use."""
-    external = os.environ.get("DUPFINDER_MONGODB_URL")
-    if external:
-        yield external
+def secantus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecantusServer | None]:
+    """The in-process server, or None when the tests use an external MongoDB."""
+    if os.environ.get("DUPFINDER_MONGODB_URL"):
+        yield None
         return
-    with start_mongo(tmp_path_factory.mktemp("secantus")) as url:
-        yield url
+    server = SecantusServer(tmp_path_factory.mktemp("secantus"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(secantus: SecantusServer | None) -> str:
+    """URL of the MongoDB-protocol server the tests use."""
+    return os.environ.get("DUPFINDER_MONGODB_URL") or secantus.url  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="session")

@@ -32,17 +32,30 @@ ALL_QUEUES = [q for w in WORK_QUEUES for q in (w, delay_queue(w), dead_letter_qu
 Event = dict[str, Any]
 
 
-@contextlib.contextmanager
-def start_mongo(folder: Path) -> Iterator[str]:
-    """SecantusDB on a free port, storing in `folder`; yields its URL."""
-    from secantus import SecantusDBServer
+class SecantusServer:
+    """SecantusDB in this process, restartable on the same port and data (for outage tests)."""
 
-    server = SecantusDBServer(port=0, storage_path=str(folder))
-    server.start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._port = 0
+        self._server: Any = None
+        self.url = ""
+
+    def start(self) -> str:
+        """Start (again) and return the URL."""
+        from secantus import SecantusDBServer
+
+        self._server = SecantusDBServer(port=self._port, storage_path=str(self._folder))
+        self._server.start()
+        self._port = self._server.port
+        self.url = str(self._server.uri)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving; the data stays in the folder."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
 
 def amqp_connection() -> pika.BlockingConnection:
@@ -174,8 +187,10 @@ class Harness:
                 return found
             if time.monotonic() > deadline:
                 kinds = Counter(e["_type"] for e in self._events[portal])
-                last = [{k: e.get(k) for k in ("_type", "asset_id", "reason", "detail") if k in e}
-                        for e in self._events[portal][-5:]]
+                last = [
+                    {k: e.get(k) for k in ("_type", "asset_id", "reason", "detail") if k in e}
+                    for e in self._events[portal][-5:]
+                ]
                 raise AssertionError(
                     f"{len(found)} of {count} x {kind} for {portal} after {timeout}s; "
                     f"received {dict(kinds)}, the last: {last}"
@@ -186,36 +201,33 @@ class Harness:
         """Let in-flight work finish and its events arrive (for asserting that nothing else came)."""
         self._pump(seconds)
 
-    def dead_letter(self, queue: str, message_id: str, timeout: float = 15.0) -> dict[str, Any]:
-        """Wait until the message with this id is in `queue`'s dead-letter queue; its envelope."""
+    def dead_body(
+        self, queue: str, matches: Callable[[bytes], bool], timeout: float = 15.0
+    ) -> bytes:
+        """Wait until a body that `matches` is in `queue`'s dead-letter queue; return it."""
         deadline = time.monotonic() + timeout
         xq = dead_letter_queue(queue)
         while True:
-            for _, body in self._dead:
-                envelope = _try_json(body)
-                if isinstance(envelope, dict) and envelope.get("message_id") == message_id:
-                    return envelope
+            for q, body in self._dead:
+                if q == xq and matches(body):
+                    return body
             method, _props, body = self._channel.basic_get(xq, auto_ack=True)
             if method is not None:
                 self._dead.append((xq, body))
                 continue
             if time.monotonic() > deadline:
-                raise AssertionError(f"message {message_id} never reached {xq}")
+                raise AssertionError(f"no matching message reached {xq} in {timeout}s")
             time.sleep(0.1)
 
-    def dead_bodies(self, queue: str, timeout: float = 15.0, count: int = 1) -> list[bytes]:
-        """Wait until at least `count` bodies arrived in `queue`'s dead-letter queue."""
-        deadline = time.monotonic() + timeout
-        xq = dead_letter_queue(queue)
-        while True:
-            method, _props, body = self._channel.basic_get(xq, auto_ack=True)
-            if method is not None:
-                self._dead.append((xq, body))
-                continue
-            bodies = [b for q, b in self._dead if q == xq]
-            if len(bodies) >= count or time.monotonic() > deadline:
-                return bodies
-            time.sleep(0.1)
+    def dead_letter(self, queue: str, message_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until the message with this id is dead-lettered; return its envelope."""
+
+        def has_id(body: bytes) -> bool:
+            envelope = _try_json(body)
+            return isinstance(envelope, dict) and envelope.get("message_id") == message_id
+
+        result: dict[str, Any] = json.loads(self.dead_body(queue, has_id, timeout))
+        return result
 
     def queue_depth(self, queue: str) -> int:
         """Messages ready in `queue`."""

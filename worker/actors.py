@@ -12,7 +12,9 @@ Failure sorting, per actor:
   published and the message is done;
 - a missing source is marked failed and dead-lettered too, so ops can re-drive it once the file
   appears;
-- `TransientError`s are retried with bounded backoff by `SafeRetries`.
+- `TransientError`s are retried with bounded backoff by `SafeRetries`; the last attempt publishes
+  the failure event (reason `source_unavailable`, `store_unavailable`...) before the message is
+  dead-lettered.
 """
 
 from __future__ import annotations
@@ -53,7 +55,13 @@ from schemas.messages import (
 from worker import deletion, grouping, pages
 from worker.broker import build_broker
 from worker.config import get_settings
-from worker.errors import ImageError, InvalidMessage, PermanentError, SourceError
+from worker.errors import (
+    ImageError,
+    InvalidMessage,
+    PermanentError,
+    SourceError,
+    TransientError,
+)
 from worker.fetching import FetchLimits, fetch
 from worker.hashing import HashedImage, hash_image, provenance, sha256_hex
 from worker.resources import Resources, Runtime
@@ -87,9 +95,13 @@ def _readable_ids(raw: Any, *names: str) -> dict[str, str] | None:
     return None
 
 
+FailureEvent = Callable[[dict[str, str], str, str], Event]
+"""Builds the failure event of an actor from the message's ids, a reason code and a detail."""
+
+
 def _contract_actor(
     model: type[PayloadT],
-    on_invalid: Callable[[dict[str, str], str], Event] | None,
+    failure_event: FailureEvent,
     id_fields: tuple[str, ...],
 ) -> Callable[[Callable[[PayloadT, Runtime, Delivery], Awaitable[None]]], dramatiq.Actor[Any, Any]]:
     """Register `handler` as the actor the contract names for `model`."""
@@ -101,6 +113,7 @@ def _contract_actor(
     ) -> dramatiq.Actor[Any, Any]:
         def run(*args: Any, **kwargs: Any) -> None:
             message = CurrentMessage.get_current_message()
+            attempt = int(message.options.get("retries", 0)) if message else 0
             delivery = Delivery(
                 message_id=message.message_id if message else "unknown",
                 sent_at=datetime.fromtimestamp(
@@ -124,10 +137,24 @@ def _contract_actor(
                     e.detail,
                 )
                 ids = _readable_ids(raw, *id_fields)
-                if on_invalid is not None and ids is not None:
-                    runtime.publisher.publish_blocking(on_invalid(ids, e.detail))
+                if ids is not None:
+                    runtime.publisher.publish_blocking(failure_event(ids, e.reason, e.detail))
                 raise
-            _loop().run_coroutine(handler(payload, runtime, delivery))
+            try:
+                _loop().run_coroutine(handler(payload, runtime, delivery))
+            except TransientError as e:
+                log.warning(
+                    "%s message %s, attempt %d of %d: %s",
+                    route.actor_name,
+                    delivery.message_id,
+                    attempt + 1,
+                    settings.max_retries + 1,
+                    e.detail,
+                )
+                if attempt >= settings.max_retries:  # the last attempt: it goes to the XQ now
+                    ids = {name: getattr(payload, name) for name in id_fields}
+                    runtime.publisher.publish_blocking(failure_event(ids, e.reason, e.detail))
+                raise
 
         run.__name__ = route.actor_name
         run.__qualname__ = route.actor_name
@@ -161,8 +188,8 @@ def _describe(error: ValidationError) -> str:
 # ----- assets -----------------------------------------------------------------------------------
 
 
-def _asset_invalid(ids: dict[str, str], detail: str) -> Event:
-    return AssetFailed(**ids, reason=InvalidMessage.reason, detail=detail)
+def _asset_failed(ids: dict[str, str], reason: str, detail: str) -> Event:
+    return AssetFailed(**ids, reason=reason, detail=detail)
 
 
 def _read_and_hash(
@@ -176,7 +203,7 @@ def _read_and_hash(
     return checksum, hash_image(data, max_pixels=max_pixels, sha256=checksum)
 
 
-@_contract_actor(AssetUploaded, _asset_invalid, ("portal_id", "asset_id"))
+@_contract_actor(AssetUploaded, _asset_failed, ("portal_id", "asset_id"))
 async def asset_uploaded(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
     """Hash the uploaded image and store it with the asset's metadata; publish `asset.hashed`."""
     existing = await rt.store.get(upload.portal_id, upload.asset_id)
@@ -263,7 +290,7 @@ async def _refuse_deleted(rt: Runtime, upload: AssetUploaded, delivery: Delivery
     )
 
 
-@_contract_actor(AssetRemoved, _asset_invalid, ("portal_id", "asset_id"))
+@_contract_actor(AssetRemoved, _asset_failed, ("portal_id", "asset_id"))
 async def asset_removed(removed: AssetRemoved, rt: Runtime, delivery: Delivery) -> None:
     """Tombstone an asset the portal deleted by its own means."""
     await rt.store.tombstone(removed.portal_id, removed.asset_id, via="asset-removed", create=True)
@@ -278,11 +305,11 @@ async def asset_removed(removed: AssetRemoved, rt: Runtime, delivery: Delivery) 
 # ----- searches ---------------------------------------------------------------------------------
 
 
-def _request_invalid(ids: dict[str, str], detail: str) -> Event:
-    return RequestFailed(**ids, reason=InvalidMessage.reason, detail=detail)
+def _request_failed(ids: dict[str, str], reason: str, detail: str) -> Event:
+    return RequestFailed(**ids, reason=reason, detail=detail)
 
 
-@_contract_actor(FindDuplicates, _request_invalid, ("request_id", "portal_id"))
+@_contract_actor(FindDuplicates, _request_failed, ("request_id", "portal_id"))
 async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> None:
     """Answer with the duplicate sets in scope, paged, in the asset bank's order."""
     max_distance = (
@@ -331,8 +358,8 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
 # ----- commands ---------------------------------------------------------------------------------
 
 
-def _command_invalid(ids: dict[str, str], detail: str) -> Event:
-    return CommandRejected(**ids, reason=InvalidMessage.reason, detail=detail)
+def _command_failed(ids: dict[str, str], reason: str, detail: str) -> Event:
+    return CommandRejected(**ids, reason=reason, detail=detail)
 
 
 async def _once(
@@ -360,7 +387,7 @@ def _json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-@_contract_actor(MakeOriginal, _command_invalid, ("command_id", "portal_id"))
+@_contract_actor(MakeOriginal, _command_failed, ("command_id", "portal_id"))
 async def make_original(command: MakeOriginal, rt: Runtime, delivery: Delivery) -> None:
     """Pin an asset as the original of any set it belongs to."""
 
@@ -381,7 +408,7 @@ async def make_original(command: MakeOriginal, rt: Runtime, delivery: Delivery) 
     await _once(rt, command.portal_id, command.command_id, act)
 
 
-@_contract_actor(DeleteDuplicates, _command_invalid, ("command_id", "portal_id"))
+@_contract_actor(DeleteDuplicates, _command_failed, ("command_id", "portal_id"))
 async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: Delivery) -> None:
     """Delete duplicates of an original, never the original itself."""
     max_distance = (

@@ -11,6 +11,7 @@ Three defaults of Dramatiq lose or stall messages (RELIABILITY-NOTES.md); each i
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -42,17 +43,27 @@ def _summarise(error: ValidationError) -> str:
 
 
 class StrictEncoder(JSONEncoder):
-    """JSON, plus a refusal of every envelope that is not exactly the contract's shape."""
+    """JSON, plus a refusal of every envelope that is not exactly the contract's shape.
+
+    Errors quote at most a short prefix of the body: a 10 MB junk message must not become a
+    10 MB log line.
+    """
 
     def decode(self, data: bytes) -> MessageData:
-        message = super().decode(data)
+        try:
+            message = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            reason = f"not UTF-8 JSON ({e.__class__.__name__}): {data[:80]!r}"
+            log.error("dead-lettering an undecodable body: %s", reason)
+            raise DecodeError(reason, data[:80], e) from None
         try:
             Envelope.model_validate(message)
         except ValidationError as e:
             reason = _summarise(e)
             log.error("dead-lettering a malformed envelope: %s", reason)
-            raise DecodeError(f"malformed envelope: {reason}", data, e) from None
-        return message
+            raise DecodeError(f"malformed envelope: {reason}", data[:80], e) from None
+        result: MessageData = message
+        return result
 
 
 class StrictConsumer(_RabbitmqConsumer):

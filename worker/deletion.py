@@ -1,8 +1,9 @@
 """Which duplicates a `delete-duplicates` command may delete: a pure decision over asset facts.
 
 Delete never deletes an original. An asset is refused when it is the named original, or when it
-outranks that original in original order: it would then be the original of any set holding both
-(a stale screen after someone pinned it), and deleting it would delete an original.
+is a duplicate of that original but outranks it in original order: it would then be the original
+of the set holding both (a stale screen after someone pinned it), and deleting it would delete an
+original.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def decide(
     rejected: list[tuple[str, RejectionReason]] = []
     for asset_id in dict.fromkeys(requested):
         facts = live.get(asset_id)
-        if asset_id == original.asset_id or (facts is not None and facts.key < original.key):
+        if asset_id == original.asset_id:
             rejected.append((asset_id, "is_original"))
         elif asset_id in deleted:
             already.append(asset_id)
@@ -68,6 +69,8 @@ def decide(
             rejected.append((asset_id, "not_found"))
         elif (facts.phash ^ original.phash).bit_count() > max_distance:
             rejected.append((asset_id, "not_a_duplicate"))
+        elif facts.key < original.key:
+            rejected.append((asset_id, "is_original"))
         else:
             delete.append(asset_id)
     return Decision(delete, already, rejected)

@@ -28,7 +28,9 @@ def ask(harness: Harness, portal: str, request_id: str = "r1", **fields: object)
     harness.send(FindDuplicates(request_id=request_id, portal_id=portal, **fields))
     first = harness.wait_for(portal, "duplicates.found", lambda e: e["request_id"] == request_id)
     pages = harness.wait_for(
-        portal, "duplicates.found", lambda e: e["request_id"] == request_id,
+        portal,
+        "duplicates.found",
+        lambda e: e["request_id"] == request_id,
         count=first[0]["pages"],
     )
     return sorted(pages, key=lambda e: e["page"])
@@ -53,12 +55,16 @@ def family(images: Path) -> dict[str, Path]:
 def test_equal_hashes_form_a_set_with_the_most_pixels_as_original(
     harness: Harness, portal: str, family: dict[str, Path]
 ) -> None:
-    upload_all(harness, portal, [
-        ("medium", family["medium"], {"uploaded_at": T0}),
-        ("big", family["big"], {"uploaded_at": T0 + DAY, "title": "Big", "tags": ["t"]}),
-        ("same_medium", family["same_medium"], {"uploaded_at": T0 + 2 * DAY}),
-        ("other", family["other"], {"uploaded_at": T0 + 3 * DAY}),
-    ])
+    upload_all(
+        harness,
+        portal,
+        [
+            ("medium", family["medium"], {"uploaded_at": T0}),
+            ("big", family["big"], {"uploaded_at": T0 + DAY, "title": "Big", "tags": ["t"]}),
+            ("same_medium", family["same_medium"], {"uploaded_at": T0 + 2 * DAY}),
+            ("other", family["other"], {"uploaded_at": T0 + 3 * DAY}),
+        ],
+    )
 
     (page,) = ask(harness, portal)
 
@@ -71,7 +77,10 @@ def test_equal_hashes_form_a_set_with_the_most_pixels_as_original(
     assert [a["distance"] for a in dup_set["assets"]] == [0, 0, 0]
     original = dup_set["assets"][0]
     assert (original["title"], original["tags"], original["width"], original["height"]) == (
-        "Big", ["t"], 800, 600,
+        "Big",
+        ["t"],
+        800,
+        600,
     )
     assert original["uploaded_at"] == "2024-01-02T00:00:00Z"
 
@@ -80,11 +89,15 @@ def test_pixel_ties_go_to_the_earliest_upload_then_the_smallest_id(
     harness: Harness, portal: str, images: Path
 ) -> None:
     path = write(images / "p.png", photo(12))
-    upload_all(harness, portal, [
-        ("b", path, {"uploaded_at": T0}),
-        ("a", path, {"uploaded_at": T0}),
-        ("c", path, {"uploaded_at": T0 - DAY}),
-    ])
+    upload_all(
+        harness,
+        portal,
+        [
+            ("b", path, {"uploaded_at": T0}),
+            ("a", path, {"uploaded_at": T0}),
+            ("c", path, {"uploaded_at": T0 - DAY}),
+        ],
+    )
     (page,) = ask(harness, portal, sort=Sort(field="uploaded_at", order="asc"))
     assert set_ids(page) == [["c", "a", "b"]]
 
@@ -115,13 +128,21 @@ def test_sets_follow_the_bank_order(harness: Harness, portal: str, images: Path)
 def test_scope_limits_the_search(harness: Harness, portal: str, images: Path) -> None:
     path_a = write(images / "a.png", photo(30))
     path_b = write(images / "b.png", photo(31))
-    upload_all(harness, portal, [
-        ("a1", path_a, {"tags": ["red", "car"], "title": "Red Car", "uploaded_at": T0}),
-        ("a2", path_a, {"tags": ["red"], "description": "a CAR at noon", "uploaded_at": T0 + DAY}),
-        ("a3", path_a, {"tags": ["blue"], "uploaded_at": T0 + 2 * DAY}),
-        ("b1", path_b, {"tags": ["red", "car"], "uploaded_at": T0}),
-        ("b2", path_b, {"tags": ["Car"], "uploaded_at": T0 + 5 * DAY}),
-    ])
+    upload_all(
+        harness,
+        portal,
+        [
+            ("a1", path_a, {"tags": ["red", "car"], "title": "Red Car", "uploaded_at": T0}),
+            (
+                "a2",
+                path_a,
+                {"tags": ["red"], "description": "a CAR at noon", "uploaded_at": T0 + DAY},
+            ),
+            ("a3", path_a, {"tags": ["blue"], "uploaded_at": T0 + 2 * DAY}),
+            ("b1", path_b, {"tags": ["red", "car"], "uploaded_at": T0}),
+            ("b2", path_b, {"tags": ["Car"], "uploaded_at": T0 + 5 * DAY}),
+        ],
+    )
 
     def sets(scope: Scope, request_id: str) -> list[set[str]]:
         return [set(ids) for ids in set_ids(ask(harness, portal, request_id, scope=scope)[0])]
@@ -141,10 +162,14 @@ def test_max_distance_widens_matches_around_originals(
     base = photo(40)
     altered = base.copy()
     altered.paste((255, 255, 255), (0, 0, 120, 90))
-    upload_all(harness, portal, [
-        ("base", write(images / "base.png", base), {}),
-        ("altered", write(images / "alt.png", altered), {}),
-    ])
+    upload_all(
+        harness,
+        portal,
+        [
+            ("base", write(images / "base.png", base), {}),
+            ("altered", write(images / "alt.png", altered), {}),
+        ],
+    )
 
     (exact,) = ask(harness, portal, "exact")
     (near,) = ask(harness, portal, "near", max_distance=16)
@@ -169,16 +194,16 @@ def test_large_answers_are_paged(harness: Harness, portal: str, images: Path) ->
     pages = ask(harness, portal)
 
     assert [(p["page"], p["pages"], p["total_sets"]) for p in pages] == [
-        (1, 3, pairs), (2, 3, pairs), (3, 3, pairs),
+        (1, 3, pairs),
+        (2, 3, pairs),
+        (3, 3, pairs),
     ]
     assert [len(p["sets"]) for p in pages] == [20, 20, 1]
     all_ids = [a for p in pages for s in set_ids(p) for a in s]
     assert len(all_ids) == len(set(all_ids)) == 2 * pairs
 
 
-def test_another_portals_assets_are_invisible(
-    harness: Harness, portal: str, images: Path
-) -> None:
+def test_another_portals_assets_are_invisible(harness: Harness, portal: str, images: Path) -> None:
     path = write(images / "p.png", photo(50))
     other = portal + "-other"
     upload_all(harness, portal, [("mine", path, {})])

@@ -23,15 +23,24 @@ def test_upload_is_hashed_and_stored_with_its_metadata(
 
     # When the portal publishes asset-uploaded
     harness.upload(
-        portal, "a1", path, title="Beach", description="Sunset", tags=["sea", "sun"],
+        portal,
+        "a1",
+        path,
+        title="Beach",
+        description="Sunset",
+        tags=["sea", "sun"],
         uploaded_at=uploaded_at,
     )
 
     # Then the worker publishes asset.hashed with imagehash's exact pHash and the dimensions
     (event,) = harness.wait_for(portal, "asset.hashed")
     assert event == {
-        "_type": "asset.hashed", "portal_id": portal, "asset_id": "a1",
-        "phash": str(imagehash.phash(picture)), "width": 640, "height": 480,
+        "_type": "asset.hashed",
+        "portal_id": portal,
+        "asset_id": "a1",
+        "phash": str(imagehash.phash(picture)),
+        "width": 640,
+        "height": 480,
     }
     # And the asset is stored with its metadata, size and hash provenance
     doc = harness.asset(portal, "a1")
@@ -91,9 +100,7 @@ def test_replayed_upload_refreshes_metadata_without_rehashing(
     assert harness.db.assets.count_documents({"portal_id": portal}) == 1
 
 
-def test_upload_with_changed_bytes_is_rehashed(
-    harness: Harness, portal: str, images: Path
-) -> None:
+def test_upload_with_changed_bytes_is_rehashed(harness: Harness, portal: str, images: Path) -> None:
     path = write(images / "a.png", photo(5))
     harness.upload(portal, "a1", path)
     (first,) = harness.wait_for(portal, "asset.hashed")
@@ -115,8 +122,12 @@ def test_redelivered_upload_is_harmless(harness: Harness, portal: str, images: P
     from schemas.messages import AssetUploaded
 
     harness.send(
-        AssetUploaded(portal_id=portal, asset_id="a1", source=str(path),
-                      uploaded_at=datetime(2024, 1, 1, tzinfo=UTC)),
+        AssetUploaded(
+            portal_id=portal,
+            asset_id="a1",
+            source=str(path),
+            uploaded_at=datetime(2024, 1, 1, tzinfo=UTC),
+        ),
         message_id=message_id,
     )
     # Then the result is re-published and the store holds one asset
