@@ -20,6 +20,7 @@ from typing import Any
 import dramatiq
 import pika
 import pymongo
+import pymongo.database
 
 from schemas.contract import ACTORS, RESULTS_EXCHANGE, dead_letter_queue, delay_queue
 from schemas.messages import AssetUploaded, Payload
@@ -74,7 +75,9 @@ class Harness:
     def __init__(self, mongo_url: str, database: str) -> None:
         self.mongo_url = mongo_url
         self.database = database
-        self.db = pymongo.MongoClient(mongo_url, tz_aware=True)[database]
+        self.db: pymongo.database.Database[dict[str, Any]] = pymongo.MongoClient(
+            mongo_url, tz_aware=True
+        )[database]
         self._connection = amqp_connection()
         self._channel = self._connection.channel()
         self._channel.exchange_declare(RESULTS_EXCHANGE, exchange_type="topic", durable=True)
@@ -196,10 +199,6 @@ class Harness:
                     f"received {dict(kinds)}, the last: {last}"
                 )
             self._pump(0.2)
-
-    def settle(self, seconds: float = 1.0) -> None:
-        """Let in-flight work finish and its events arrive (for asserting that nothing else came)."""
-        self._pump(seconds)
 
     def dead_body(
         self, queue: str, matches: Callable[[bytes], bool], timeout: float = 15.0

@@ -158,8 +158,7 @@ def _contract_actor(
 
         run.__name__ = route.actor_name
         run.__qualname__ = route.actor_name
-        return dramatiq.actor(
-            run,
+        register = dramatiq.actor(
             actor_name=route.actor_name,
             queue_name=route.queue_name,
             throws=(PermanentError,),
@@ -168,6 +167,7 @@ def _contract_actor(
             max_backoff=settings.max_backoff_ms,
             time_limit=settings.time_limit_ms,
         )
+        return register(run)
 
     return decorator
 

@@ -48,7 +48,7 @@ def _scan(args: argparse.Namespace) -> int:
         print(f"dupfinder scan: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
     field, _, order = args.sort.partition(":")
-    sort = Sort(field=field, order=order or "desc")  # type: ignore[arg-type]
+    sort = Sort.model_validate({"field": field, "order": order or "desc"})
     result = scan(
         args.paths,
         max_distance=args.max_distance if args.max_distance is not None else settings.max_distance,

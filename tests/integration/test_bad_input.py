@@ -26,7 +26,7 @@ def envelope(portal: str, asset_id: str, source: str, **changes: Any) -> dict[st
             portal_id=portal,
             asset_id=asset_id,
             source=source,
-            uploaded_at="2024-01-01T00:00:00Z",  # type: ignore[arg-type]
+            uploaded_at="2024-01-01T00:00:00Z",
         )
     )
     body.update(changes)
@@ -130,7 +130,7 @@ def test_invalid_payload_without_readable_ids_is_dead_lettered_silently(
 
 
 def test_invalid_search_gets_request_failed(harness: Harness, portal: str) -> None:
-    body = {
+    body: dict[str, Any] = {
         "queue_name": SEARCHES_QUEUE,
         "actor_name": "find_duplicates",
         "kwargs": {},
@@ -147,7 +147,7 @@ def test_invalid_search_gets_request_failed(harness: Harness, portal: str) -> No
 
 
 def test_invalid_command_gets_command_rejected(harness: Harness, portal: str) -> None:
-    body = {
+    body: dict[str, Any] = {
         "queue_name": COMMANDS_QUEUE,
         "actor_name": "delete_duplicates",
         "kwargs": {},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -16,7 +17,9 @@ DAY = timedelta(days=1)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def upload_all(harness: Harness, portal: str, specs: list[tuple[str, Path, dict]]) -> None:
+def upload_all(
+    harness: Harness, portal: str, specs: list[tuple[str, Path, dict[str, Any]]]
+) -> None:
     """Upload every (asset_id, path, fields) and wait until all are hashed."""
     for asset_id, path, fields in specs:
         harness.upload(portal, asset_id, path, **fields)
@@ -185,7 +188,7 @@ def test_max_distance_widens_matches_around_originals(
 def test_large_answers_are_paged(harness: Harness, portal: str, images: Path) -> None:
     # The tests run with 20 sets a page (conftest): 41 pairs need three pages
     pairs = 41
-    specs = []
+    specs: list[tuple[str, Path, dict[str, Any]]] = []
     for n in range(pairs):
         path = write(images / f"{n}.png", photo(1000 + n, size=(64, 48)))
         specs += [(f"{n}a", path, {}), (f"{n}b", path, {})]
