@@ -1,0 +1,111 @@
+"""The hashing core: imagehash's pHash exactly, on the image as a person sees it."""
+
+from __future__ import annotations
+
+import io
+
+import imagehash
+import pytest
+from PIL import Image
+
+from tests.images import encode, photo, with_exif_orientation
+from worker.errors import TooLarge, UnreadableImage
+from worker.hashing import (
+    hash_image,
+    hashes_to_array,
+    phash_to_signed,
+    provenance,
+    sha256_hex,
+    signed_to_phash,
+)
+
+LIMIT = 50_000_000
+
+# Golden values: generated pictures (tests/images.py) and their pHashes under the pinned Pillow
+# and imagehash. A change here means hashes changed: bump HASH_VERSION and plan a rehash.
+GOLDEN = {1: "dd1e7963d1889865", 2: "827a1ab9ca20eddd", 3: "bb0d700bd282c5fd"}
+
+
+@pytest.mark.parametrize(("seed", "expected"), sorted(GOLDEN.items()))
+def test_golden_hashes(seed: int, expected: str) -> None:
+    hashed = hash_image(encode(photo(seed)), max_pixels=LIMIT)
+    assert hashed.phash == expected
+    assert (hashed.width, hashed.height, hashed.format) == (640, 480, "PNG")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [("PNG", {}), ("JPEG", {"quality": 90}), ("WEBP", {"quality": 90}), ("TIFF", {}), ("BMP", {})],
+)
+def test_the_hash_is_imagehash_phash_of_the_decoded_image(fmt: str, options: dict) -> None:
+    data = encode(photo(1), fmt, **options)
+    expected = str(imagehash.phash(Image.open(io.BytesIO(data))))
+    hashed = hash_image(data, max_pixels=LIMIT)
+    assert hashed.phash == expected == GOLDEN[1]
+    assert hashed.format == fmt
+    assert hashed.size_bytes == len(data)
+    assert hashed.sha256 == sha256_hex(data)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16", "1"])
+def test_odd_modes_are_hashed(mode: str) -> None:
+    picture = photo(2)
+    converted = picture.convert("L").convert(mode) if mode == "I;16" else picture.convert(mode)
+    fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
+    data = encode(converted, fmt)
+    hashed = hash_image(data, max_pixels=LIMIT)
+    assert hashed.phash == str(imagehash.phash(Image.open(io.BytesIO(data))))
+    assert len(hashed.phash) == 16
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_exif_orientation_is_applied(orientation: int) -> None:
+    upright = photo(3, size=(400, 300))
+    hashed = hash_image(with_exif_orientation(upright, orientation), max_pixels=LIMIT)
+    assert (hashed.width, hashed.height) == (400, 300)
+    assert imagehash.hex_to_hash(hashed.phash) - imagehash.phash(upright) <= 4
+
+
+def test_the_first_frame_of_an_animation_is_hashed() -> None:
+    first, second = photo(1, (64, 48)), photo(2, (64, 48))
+    data = encode(first, "GIF", save_all=True, append_images=[second])
+    assert (
+        hash_image(data, max_pixels=LIMIT).phash
+        == hash_image(encode(first, "GIF"), max_pixels=LIMIT).phash
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"GIF89a", b"\x89PNG\r\n\x1a\n" + b"\0" * 50, encode(photo(1), "JPEG")[:2000]],
+    ids=["empty", "gif magic only", "png magic then zeros", "truncated jpeg"],
+)
+def test_unreadable_bytes_raise_unreadable_image(data: bytes) -> None:
+    with pytest.raises(UnreadableImage) as caught:
+        hash_image(data, max_pixels=LIMIT)
+    assert caught.value.reason == "unreadable_image"
+    assert caught.value.detail
+
+
+def test_too_many_pixels_are_refused_before_decoding() -> None:
+    data = encode(Image.new("L", (3000, 2000)), "PNG")
+    with pytest.raises(TooLarge, match="6000000 pixels exceeds the limit of 5999999"):
+        hash_image(data, max_pixels=5_999_999)
+    assert hash_image(data, max_pixels=6_000_000).width == 3000
+
+
+def test_signed_storage_form_round_trips_every_bit() -> None:
+    for text in ("ffffffffffffffff", "8000000000000000", "0000000000000001", GOLDEN[1]):
+        value = phash_to_signed(text)
+        assert -(2**63) <= value < 2**63
+        assert signed_to_phash(value) == text
+    assert phash_to_signed("8000000000000000") == -(2**63)
+    assert hashes_to_array(["ffffffffffffffff", "0000000000000002"]).tolist() == [2**64 - 1, 2]
+
+
+def test_provenance_names_algorithm_parameters_and_versions() -> None:
+    facts = provenance()
+    assert facts["algorithm"] == "phash"
+    assert (facts["hash_size"], facts["highfreq_factor"]) == (8, 4)
+    assert facts["imagehash"] == imagehash.__version__
+    assert facts["pillow"] == Image.__version__

@@ -1,0 +1,89 @@
+"""`dupfinder scan`: the core on local folders, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.images import photo, write
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "scan", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def make_folder(root: Path) -> None:
+    big = photo(90, size=(800, 600))
+    write(root / "big.png", big)
+    write(root / "sub" / "copy.jpg", big, "JPEG", quality=92)
+    write(root / "sub" / "small.png", big.resize((200, 150), Image.Resampling.LANCZOS))
+    write(root / "other.png", photo(91))
+    (root / "notes.txt").write_text("not an image, not scanned")
+    for name, mtime in (
+        ("big.png", 1_700_000_100),
+        ("sub/copy.jpg", 1_700_000_200),
+        ("sub/small.png", 1_700_000_000),
+    ):
+        os.utime(root / name, (mtime, mtime))
+
+
+def test_scan_prints_sets_as_json_shaped_like_the_contract(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    result = run(str(tmp_path), "--json", "--quiet", "--max-distance", "4")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["files"] == 4 and body["failed"] == []
+    (dup_set,) = body["sets"]
+    # big and copy have the most pixels; big is older, so it is the original; then newest first
+    ids = [a["asset_id"] for a in dup_set["assets"]]
+    assert ids == [str(tmp_path / p) for p in ("big.png", "sub/copy.jpg", "sub/small.png")]
+    copy, small = dup_set["assets"][1:]
+    assert 0 <= copy["distance"] <= 4
+    assert small["uploaded_at"] == "2023-11-14T22:13:20Z"
+    assert set(small) == {
+        "asset_id",
+        "title",
+        "description",
+        "tags",
+        "width",
+        "height",
+        "uploaded_at",
+        "phash",
+        "distance",
+        "original",
+    }
+
+
+def test_scan_table_and_unreadable_files(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = run(str(tmp_path), "--max-distance", "4")
+    assert result.returncode == 1  # some files could not be read
+    assert "set 1: 3 images" in result.stdout
+    assert "5 files, 1 unreadable, 1 duplicate sets, 2 duplicates" in result.stdout
+    assert f"skipped {tmp_path / 'broken.jpg'}: unreadable_image" in result.stderr
+    assert "hashed 5/5 files" in result.stderr  # progress
+
+
+def test_scan_default_is_exact_match(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    body = json.loads(run(str(tmp_path), "--json", "--quiet").stdout)
+    for dup_set in body["sets"]:
+        assert {a["phash"] for a in dup_set["assets"]} == {dup_set["assets"][0]["phash"]}
+        assert {a["distance"] for a in dup_set["assets"]} == {0}
+
+
+def test_scan_usage_errors(tmp_path: Path) -> None:
+    assert run(str(tmp_path / "missing")).returncode == 2
+    assert run(str(tmp_path), "--max-distance", "40").returncode == 2
