@@ -1,4 +1,5 @@
-"""The `dupfinder` command: `worker` runs the service, `scan` runs the core on local folders."""
+"""The `dupfinder` command: `worker` runs the service, `check` probes its services, `scan` runs
+the core on local folders."""
 
 from __future__ import annotations
 
@@ -33,6 +34,41 @@ def _worker(args: argparse.Namespace) -> int:
     ]
     parsed = dramatiq.cli.make_argument_parser().parse_args(argv)
     return int(dramatiq.cli.main(parsed) or 0)
+
+
+def _check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import pika
+
+    from worker.errors import StoreUnavailable
+    from worker.store import AssetStore
+
+    settings = get_settings()
+    failures = []
+    try:
+        pika.BlockingConnection(pika.URLParameters(settings.amqp_url_with_defaults)).close()
+    except Exception as e:  # any failure to connect is the answer this command exists to give
+        failures.append(f"RabbitMQ: {e!r}")
+
+    async def ping() -> None:
+        store = AssetStore.connect(
+            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
+        )
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(ping())
+    except StoreUnavailable as e:
+        failures.append(f"MongoDB: {e.detail}")
+    for failure in failures:
+        print(f"not ready: {failure}", file=sys.stderr)
+    if not failures:
+        print("ready: RabbitMQ and MongoDB answer")
+    return EXIT_FAILURES if failures else EXIT_OK
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -114,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, help="threads per process (DUPFINDER_THREADS)")
     worker.add_argument("dramatiq_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     worker.set_defaults(run=_worker)
+
+    check = sub.add_parser(
+        "check",
+        help="exit 0 when RabbitMQ and MongoDB answer (a readiness probe)",
+        description="Connects to RabbitMQ and pings MongoDB with the worker's settings; exit "
+        "status 0 when both answer, 1 otherwise.",
+    )
+    check.set_defaults(run=_check)
 
     scan = sub.add_parser(
         "scan",
