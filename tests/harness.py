@@ -176,27 +176,29 @@ class Harness:
     def wait_for(
         self,
         portal: str,
-        kind: str,
+        kind: str | tuple[str, ...],
         where: Callable[[Event], bool] = lambda e: True,
         *,
         count: int = 1,
         timeout: float = 15.0,
     ) -> list[Event]:
-        """Wait until `count` events of `kind` for `portal` match `where`; return them."""
+        """Wait until `count` events of `kind` (or of any of several kinds) for `portal` match
+        `where`; return them in arrival order."""
+        kinds = (kind,) if isinstance(kind, str) else kind
         deadline = time.monotonic() + timeout
         while True:
-            found = [e for e in self._events[portal] if e["_type"] == kind and where(e)]
+            found = [e for e in self._events[portal] if e["_type"] in kinds and where(e)]
             if len(found) >= count:
                 return found
             if time.monotonic() > deadline:
-                kinds = Counter(e["_type"] for e in self._events[portal])
+                received = Counter(e["_type"] for e in self._events[portal])
                 last = [
                     {k: e.get(k) for k in ("_type", "asset_id", "reason", "detail") if k in e}
                     for e in self._events[portal][-5:]
                 ]
                 raise AssertionError(
                     f"{len(found)} of {count} x {kind} for {portal} after {timeout}s; "
-                    f"received {dict(kinds)}, the last: {last}"
+                    f"received {dict(received)}, the last: {last}"
                 )
             self._pump(0.2)
 

@@ -212,3 +212,62 @@ def test_a_replayed_command_changes_nothing_and_republishes_its_outcome(
     assert changed[0] == changed[1]
     assert harness.asset(portal, "a3") == pinned
     assert harness.db.commands.count_documents({"portal_id": portal}) == 2
+
+
+def test_removal_by_another_portal_leaves_the_asset_alone(
+    harness: Harness, portal: str, trio: list[str]
+) -> None:
+    from schemas.messages import AssetRemoved
+
+    other = portal + "-other"
+    harness.send(AssetRemoved(portal_id=other, asset_id="a1"))
+    harness.send(
+        DeleteDuplicates(command_id="d1", portal_id=other, original_id="a2", asset_ids=["a1"])
+    )
+    harness.wait_for(other, "command.rejected")
+    assert members(harness, portal, "r") == ["a1", "a3", "a2"]
+    mine = harness.asset(portal, "a1")
+    assert mine is not None and mine["state"] == "hashed"
+
+
+def test_conflicting_commands_leave_exactly_one_live_original(
+    harness: Harness, portal: str, trio: list[str]
+) -> None:
+    # Many users click "make original" and "delete" on the same set at once
+    commands: list[MakeOriginal | DeleteDuplicates] = []
+    for n in range(15):
+        commands += [
+            MakeOriginal(command_id=f"m1-{n}", portal_id=portal, asset_id="a1"),
+            MakeOriginal(command_id=f"m2-{n}", portal_id=portal, asset_id="a2"),
+            DeleteDuplicates(
+                command_id=f"d1-{n}", portal_id=portal, original_id="a1", asset_ids=["a2", "a3"]
+            ),
+            DeleteDuplicates(
+                command_id=f"d2-{n}", portal_id=portal, original_id="a2", asset_ids=["a1", "a3"]
+            ),
+        ]
+    for command in commands:
+        harness.send(command)
+    outcomes = harness.wait_for(
+        portal,
+        ("original.changed", "duplicates.deleted", "command.rejected"),
+        count=len(commands),
+        timeout=60,
+    )
+
+    # Every command was answered once
+    assert sorted(e["command_id"] for e in outcomes) == sorted(c.command_id for c in commands)
+    for event in outcomes:
+        if event["_type"] == "duplicates.deleted":
+            assert event["original_id"] not in event["deleted"]
+    # The set never lost its original: some asset survives, and if more than one does, the one
+    # pinned last leads the set
+    live = list(harness.db.assets.find({"portal_id": portal, "state": "hashed"}))
+    assert live, "every asset of the set was deleted"
+    shown = members(harness, portal, "after")
+    if len(live) == 1:
+        assert shown == []
+    else:
+        latest_pin = max(live, key=lambda d: d.get("pinned_at") or datetime.min.replace(tzinfo=UTC))
+        assert shown[0] == latest_pin["asset_id"]
+        assert sorted(shown) == sorted(d["asset_id"] for d in live)
