@@ -128,6 +128,20 @@ def test_sets_follow_the_bank_order(harness: Harness, portal: str, images: Path)
     assert [s[0] for s in set_ids(by_title)] == ["22x", "20x", "21x"]
 
 
+def test_sets_can_follow_pixel_order(harness: Harness, portal: str, images: Path) -> None:
+    specs: list[tuple[str, Path, dict[str, Any]]] = []
+    for seed, width in ((23, 300), (24, 500), (25, 400)):
+        path = write(images / f"{seed}.png", photo(seed, size=(width, width * 3 // 4)))
+        specs += [(f"{seed}x", path, {}), (f"{seed}y", path, {})]
+    upload_all(harness, portal, specs)
+
+    largest = ask(harness, portal, "px", sort=Sort(field="pixels", order="desc"))[0]
+    smallest = ask(harness, portal, "px-asc", sort=Sort(field="pixels", order="asc"))[0]
+
+    assert [s[0] for s in set_ids(largest)] == ["24x", "25x", "23x"]
+    assert [s[0] for s in set_ids(smallest)] == ["23x", "25x", "24x"]
+
+
 def test_scope_limits_the_search(harness: Harness, portal: str, images: Path) -> None:
     path_a = write(images / "a.png", photo(30))
     path_b = write(images / "b.png", photo(31))
