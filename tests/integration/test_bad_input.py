@@ -129,38 +129,59 @@ def test_invalid_payload_without_readable_ids_is_dead_lettered_silently(
     assert harness.events(portal, "asset.failed") == []
 
 
-def test_invalid_search_gets_request_failed(harness: Harness, portal: str) -> None:
+@pytest.mark.parametrize(
+    ("queue", "actor", "payload", "kind", "id_field", "bad_field"),
+    [
+        (
+            SEARCHES_QUEUE,
+            "find_duplicates",
+            {"request_id": "x1", "max_distance": 99},
+            "request.failed",
+            "request_id",
+            "max_distance",
+        ),
+        (
+            COMMANDS_QUEUE,
+            "delete_duplicates",
+            {"command_id": "x1", "original_id": "a", "asset_ids": []},
+            "command.rejected",
+            "command_id",
+            "asset_ids",
+        ),
+        (
+            COMMANDS_QUEUE,
+            "make_original",
+            {"command_id": "x1", "asset_id": ["a"]},
+            "command.rejected",
+            "command_id",
+            "asset_id",
+        ),
+    ],
+)
+def test_invalid_searches_and_commands_get_their_failure_event(
+    harness: Harness,
+    portal: str,
+    queue: str,
+    actor: str,
+    payload: dict[str, Any],
+    kind: str,
+    id_field: str,
+    bad_field: str,
+) -> None:
     body: dict[str, Any] = {
-        "queue_name": SEARCHES_QUEUE,
-        "actor_name": "find_duplicates",
+        "queue_name": queue,
+        "actor_name": actor,
         "kwargs": {},
-        "args": [{"request_id": "r1", "portal_id": portal, "max_distance": 99}],
+        "args": [{**payload, "portal_id": portal}],
         "options": {},
         "message_id": uuid.uuid4().hex,
         "message_timestamp": 0,
     }
-    harness.send_raw(SEARCHES_QUEUE, json.dumps(body).encode())
-    (event,) = harness.wait_for(portal, "request.failed")
-    assert (event["request_id"], event["reason"]) == ("r1", "invalid_message")
-    assert "max_distance" in event["detail"]
-    harness.dead_letter(SEARCHES_QUEUE, body["message_id"])
-
-
-def test_invalid_command_gets_command_rejected(harness: Harness, portal: str) -> None:
-    body: dict[str, Any] = {
-        "queue_name": COMMANDS_QUEUE,
-        "actor_name": "delete_duplicates",
-        "kwargs": {},
-        "args": [{"command_id": "c1", "portal_id": portal, "original_id": "a", "asset_ids": []}],
-        "options": {},
-        "message_id": uuid.uuid4().hex,
-        "message_timestamp": 0,
-    }
-    harness.send_raw(COMMANDS_QUEUE, json.dumps(body).encode())
-    (event,) = harness.wait_for(portal, "command.rejected")
-    assert (event["command_id"], event["reason"]) == ("c1", "invalid_message")
-    assert "asset_ids" in event["detail"]
-    harness.dead_letter(COMMANDS_QUEUE, body["message_id"])
+    harness.send_raw(queue, json.dumps(body).encode())
+    (event,) = harness.wait_for(portal, kind)
+    assert (event[id_field], event["reason"]) == ("x1", "invalid_message")
+    assert bad_field in event["detail"]
+    harness.dead_letter(queue, body["message_id"])
 
 
 # ----- images ----------------------------------------------------------------------------------
