@@ -253,12 +253,13 @@ async def asset_uploaded(upload: AssetUploaded, rt: Runtime, delivery: Delivery)
             format=existing["format"],
             sha256=existing["sha256"],
             size_bytes=existing["size_bytes"],
+            decoder=existing["hash_provenance"]["decoder"],
         )
         stored = await rt.store.save_hashed(
             upload, image, existing["hash_provenance"], existing["hashed_at"]
         )
     else:
-        stored = await rt.store.save_hashed(upload, image, provenance(), utcnow())
+        stored = await rt.store.save_hashed(upload, image, provenance(image.decoder), utcnow())
     if not stored:
         await _refuse_deleted(rt, upload, delivery)
         return

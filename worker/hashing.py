@@ -2,7 +2,14 @@
 
 pHash as imagehash computes it (greyscale, 32 x 32 Lanczos shrink, 2-D DCT, top-left 8 x 8
 coefficients compared with their median), applied to the image as a person sees it: EXIF
-orientation first, first frame of an animation. No I/O and no global state: bytes in, facts out.
+orientation first, first frame of an animation, transparency over white, 16-bit scaled to 8.
+
+Decoding dominates the cost, so the decoder is asked for no more pixels than the hash needs
+(JPEG's reduced-scale DCT, `Image.draft`, down to `REDUCED_MIN_SIDE`), and the decoded image is
+box-reduced (down to `BOX_MIN_SIDE`) before imagehash's Lanczos shrink. That keeps the hash
+within a fraction of a bit of imagehash on the fully decoded image (benchmarks/hashing.py
+measures the drift and the exact-match recall). No I/O and no global
+state: bytes in, facts out.
 """
 
 from __future__ import annotations
@@ -16,12 +23,70 @@ from typing import Any
 import imagehash
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from worker.errors import TooLarge, UnreadableImage
+from worker.errors import TooLarge, UnreadableImage, UnsupportedFormat
 
 #: Bumped whenever the bits a given image hashes to may change, so stored hashes can be replayed.
-HASH_VERSION = 1
+HASH_VERSION = 2
+
+#: Reduced decoding stops before the image gets smaller than this on either side. Drafting a JPEG
+#: straight down to 8 px drifts the hash by about 0.5 bits and costs exact-match recall; from
+#: 256 px on, the drift is about 0.3 bits at the same speed (PHASH-FACTS.md).
+REDUCED_MIN_SIDE = 256
+
+#: Before the final Lanczos shrink to 32 x 32, images are box-reduced by whole factors to no less
+#: than this: the Lanczos pass then reads a few thousand pixels instead of millions.
+BOX_MIN_SIDE = 256
+
+#: imagehash's pHash input: greyscale 32 x 32 (hash_size 8 x highfreq_factor 4).
+_PHASH_INPUT = (32, 32)
+
+#: Transparent pixels are composited onto this grey level before hashing: what a portal shows
+#: behind a cut-out, and what a JPEG export of it usually contains.
+ALPHA_BACKGROUND = 255
+
+_EXIF_ORIENTATION = 0x0112
+#: EXIF orientation -> the transposition that turns the stored pixels upright.
+_ORIENTATION: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_QUARTER_TURNS = frozenset(
+    {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
+     Image.Transpose.ROTATE_90}
+)
+
+_HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+#: Magic numbers of image formats this build cannot decode, so they fail as `unsupported_format`
+#: rather than as "unreadable".
+_UNSUPPORTED_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"%PDF", "PDF"),
+    (0, b"%!PS", "PostScript/EPS"),
+    (0, b"<svg", "SVG"),
+    (0, b"<?xml", "XML (SVG?)"),
+    (0, b"\xff\x0a", "JPEG XL"),
+    (4, b"JXL ", "JPEG XL"),
+    (4, b"ftypcrx ", "Canon CR3 raw"),
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (0, b"FUJIFILMCCD-RAW", "Fujifilm RAF raw"),
+)
+
+try:  # HEIC/HEIF through the maintained pillow-heif plugin, when it is installed
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - the plugin is a declared dependency
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,26 +94,31 @@ class HashedImage:
     """What the store keeps about an image's pixels and bytes."""
 
     phash: str
-    """16 lowercase hex digits, identical to `str(imagehash.phash(image))`."""
+    """16 lowercase hex digits, in imagehash's bit order and text (`str(imagehash.phash(...))`)."""
     width: int
-    """Width after EXIF orientation."""
+    """Width after EXIF orientation, at full size."""
     height: int
-    """Height after EXIF orientation."""
+    """Height after EXIF orientation, at full size."""
     format: str
     """Pillow's name of the container format, e.g. `JPEG`."""
     sha256: str
     """Checksum of the source bytes: an unchanged re-upload is recognised without decoding."""
     size_bytes: int
     """Length of the source bytes."""
+    decoder: str = "full"
+    """How the pixels were obtained: `jpeg-draft` (reduced-scale DCT) or `full`."""
 
 
-def provenance() -> dict[str, Any]:
-    """How hashes are made by this code, stored with each hash so a change can be detected."""
+def provenance(decoder: str = "full") -> dict[str, Any]:
+    """How a hash was made, stored with it so that a change of method can be detected."""
     return {
         "algorithm": "phash",
         "hash_size": 8,
         "highfreq_factor": 4,
-        "decoder": "pillow-full",
+        "decoder": decoder,
+        "reduced_min_side": REDUCED_MIN_SIDE,
+        "box_min_side": BOX_MIN_SIDE,
+        "alpha_background": ALPHA_BACKGROUND,
         "version": HASH_VERSION,
         "imagehash": version("imagehash"),
         "pillow": version("pillow"),
@@ -61,10 +131,13 @@ def sha256_hex(data: bytes) -> str:
 
 
 def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> HashedImage:
-    """Hash `data`, refusing what cannot or must not be decoded.
+    """Hash `data` as fast as its decoder allows, refusing what cannot or must not be decoded.
 
-    Raises `UnreadableImage` for empty, truncated, corrupt or non-image bytes and `TooLarge`
-    when the header announces more than `max_pixels` pixels (checked before any pixel is decoded,
+    JPEGs are decoded at a reduced DCT scale (never below `REDUCED_MIN_SIDE`), other formats in
+    full and box-reduced before the final Lanczos shrink; then greyscale, 32 x 32, DCT and median
+    exactly as imagehash does. Raises `UnreadableImage` for empty, truncated, corrupt or non-image
+    bytes, `UnsupportedFormat` for image formats this build cannot decode, and `TooLarge` when
+    the header announces more than `max_pixels` pixels (checked before any pixel is decoded,
     which is what defuses decompression bombs).
     """
     if not data:
@@ -74,6 +147,9 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise TooLarge(f"image dimensions exceed the decoder's safety limit: {e}") from e
     except UnidentifiedImageError as e:
+        unsupported = _unsupported_format(data)
+        if unsupported:
+            raise UnsupportedFormat(f"{unsupported} images cannot be decoded here") from e
         raise UnreadableImage("not an image format Pillow can identify") from e
     except Exception as e:  # Pillow raises many types on corrupt headers: all are the file's fault
         raise UnreadableImage(f"corrupt image header: {type(e).__name__}: {e}") from e
@@ -85,9 +161,15 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
             )
         fmt = image.format or "unknown"
         try:
-            upright = ImageOps.exif_transpose(image)
-            phash = str(imagehash.phash(upright))
-            width, height = upright.size
+            decoder = _reduce_decoding(image)
+            transpose = _ORIENTATION.get(image.getexif().get(_EXIF_ORIENTATION, 1))
+            if transpose in _QUARTER_TURNS:
+                width, height = height, width
+            phash = str(imagehash.phash(_phash_input(image, transpose)))
+        except OSError as e:
+            if "ghostscript" in str(e).lower():
+                raise UnsupportedFormat(f"{fmt} needs Ghostscript, which is not installed") from e
+            raise UnreadableImage(f"cannot decode {fmt} pixel data: {e}") from e
         except Exception as e:  # truncated or corrupt pixel data surfaces here, in many types
             raise UnreadableImage(f"cannot decode {fmt} pixel data: {type(e).__name__}: {e}") from e
     return HashedImage(
@@ -97,7 +179,53 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
         format=fmt,
         sha256=sha256 or sha256_hex(data),
         size_bytes=len(data),
+        decoder=decoder,
     )
+
+
+def _reduce_decoding(image: Image.Image) -> str:
+    """Ask the decoder for fewer pixels where it can deliver them cheaply (JPEG's scaled DCT)."""
+    if image.format != "JPEG":
+        return "full"
+    # libjpeg picks the smallest of 1/1, 1/2, 1/4, 1/8 that keeps both sides >= the target, and
+    # for colour JPEGs can hand out its luma channel directly instead of converting RGB back.
+    image.draft("L" if image.mode in ("RGB", "L") else image.mode, (REDUCED_MIN_SIDE,) * 2)
+    return "jpeg-draft"
+
+
+def _phash_input(image: Image.Image, transpose: Image.Transpose | None) -> Image.Image:
+    """The 32 x 32 greyscale image imagehash's pHash transforms, reached cheaply.
+
+    The EXIF orientation is applied to the greyscale image (a pointwise conversion commutes with
+    a transposition, so the bits equal those of the upright colour image, without a full-size
+    colour copy). Large images are then shrunk by an integer box filter to no less than
+    `BOX_MIN_SIDE` (Pillow's `reducing_gap`) and Lanczos-resampled exactly as imagehash does.
+    """
+    if image.mode in _HIGH_BIT_MODES:
+        # 16-bit greyscale would be clipped to white by a plain conversion: scale it down.
+        image = image.convert("I").point(lambda value: value * (1 / 256))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (ALPHA_BACKGROUND,) * 3 + (255,))
+        image = Image.alpha_composite(background, rgba)
+    gray = image if image.mode == "L" else image.convert("L")
+    if transpose is not None:
+        gray = gray.transpose(transpose)
+    if min(gray.size) < 2 * BOX_MIN_SIDE:  # nothing to gain: resample exactly as imagehash
+        return gray.resize(_PHASH_INPUT, Image.Resampling.LANCZOS)
+    # reducing_gap = g: box-reduce by whole factors while at least 32 * g pixels remain.
+    gap = BOX_MIN_SIDE / _PHASH_INPUT[0]
+    return gray.resize(_PHASH_INPUT, Image.Resampling.LANCZOS, reducing_gap=gap)
+
+
+def _unsupported_format(data: bytes) -> str | None:
+    head = data[:64]
+    for offset, magic, name in _UNSUPPORTED_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    return None
 
 
 def phash_to_signed(phash: str) -> int:

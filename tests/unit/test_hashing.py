@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 
 import imagehash
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tests.images import encode, photo, with_exif_orientation
-from worker.errors import TooLarge, UnreadableImage
+from worker.errors import TooLarge, UnreadableImage, UnsupportedFormat
 from worker.hashing import (
     hash_image,
     hashes_to_array,
@@ -47,15 +48,36 @@ def test_the_hash_is_imagehash_phash_of_the_decoded_image(fmt: str, options: dic
     assert hashed.sha256 == sha256_hex(data)
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16", "1"])
-def test_odd_modes_are_hashed(mode: str) -> None:
-    picture = photo(2)
-    converted = picture.convert("L").convert(mode) if mode == "I;16" else picture.convert(mode)
-    fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
-    data = encode(converted, fmt)
+@pytest.mark.parametrize(
+    ("mode", "fmt", "bits"),
+    [("L", "PNG", 0), ("CMYK", "TIFF", 0), ("CMYK", "JPEG", 0), ("P", "PNG", 0), ("RGB", "GIF", 0),
+     ("1", "PNG", 4)],  # box-reducing a bilevel image is not quite Lanczos on it
+)
+def test_odd_modes_hash_like_imagehash(mode: str, fmt: str, bits: int) -> None:
+    data = encode(photo(2).convert(mode), fmt)
     hashed = hash_image(data, max_pixels=LIMIT)
-    assert hashed.phash == str(imagehash.phash(Image.open(io.BytesIO(data))))
-    assert len(hashed.phash) == 16
+    expected = imagehash.phash(Image.open(io.BytesIO(data)))
+    assert imagehash.hex_to_hash(hashed.phash) - expected <= bits
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
+    grey = photo(2).convert("L")
+    wide = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)
+    assert wide.mode == "I;16"
+    hashed = hash_image(encode(wide, "PNG"), max_pixels=LIMIT)
+    # A plain conversion would clip nearly every pixel to white; scaled, it hashes like the 8-bit
+    assert imagehash.hex_to_hash(hashed.phash) - imagehash.phash(grey) <= 2
+
+
+def test_transparency_is_flattened_onto_white() -> None:
+    picture = photo(4).convert("RGBA")
+    cut_out = picture.copy()
+    cut_out.putalpha(Image.new("L", picture.size, 0).point(lambda _: 0))
+    cut_out.paste(picture.crop((100, 100, 500, 400)), (100, 100))
+    on_white = Image.new("RGB", picture.size, "white")
+    on_white.paste(picture.crop((100, 100, 500, 400)), (100, 100))
+    hashed = hash_image(encode(cut_out, "PNG"), max_pixels=LIMIT)
+    assert hashed.phash == str(imagehash.phash(on_white))
 
 
 @pytest.mark.parametrize("orientation", [3, 6])
@@ -109,3 +131,52 @@ def test_provenance_names_algorithm_parameters_and_versions() -> None:
     assert (facts["hash_size"], facts["highfreq_factor"]) == (8, 4)
     assert facts["imagehash"] == imagehash.__version__
     assert facts["pillow"] == Image.__version__
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_and_stay_faithful() -> None:
+    picture = photo(5, size=(2400, 1800))
+    data = encode(picture, "JPEG", quality=90)
+    hashed = hash_image(data, max_pixels=LIMIT)
+    full = imagehash.phash(Image.open(io.BytesIO(data)))
+    assert hashed.decoder == "jpeg-draft"
+    assert (hashed.width, hashed.height) == (2400, 1800)
+    assert imagehash.hex_to_hash(hashed.phash) - full <= 4
+
+
+def test_large_pngs_are_box_reduced_and_stay_faithful() -> None:
+    data = encode(photo(6, size=(2400, 1800)), "PNG")
+    hashed = hash_image(data, max_pixels=LIMIT)
+    assert hashed.decoder == "full"
+    assert imagehash.hex_to_hash(hashed.phash) - imagehash.phash(Image.open(io.BytesIO(data))) <= 4
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_modern_formats_are_read(fmt: str) -> None:
+    picture = photo(7)
+    data = encode(picture, fmt, quality=90)
+    hashed = hash_image(data, max_pixels=LIMIT)
+    assert (hashed.width, hashed.height) == (640, 480)
+    assert imagehash.hex_to_hash(hashed.phash) - imagehash.phash(picture) <= 4
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [(b"%PDF-1.7\n%...", "PDF"), (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
+     (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\0" * 32, "JPEG XL"),
+     (b"%!PS-Adobe-3.0 EPSF-3.0\n", "PostScript")],
+)
+def test_unsupported_formats_are_named(data: bytes, name: str) -> None:
+    with pytest.raises(UnsupportedFormat, match=name) as caught:
+        hash_image(data, max_pixels=LIMIT)
+    assert caught.value.reason == "unsupported_format"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_imagehash_on_the_upright_image(orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(photo(8, size=(400, 300)), "PNG", exif=exif.tobytes())
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    hashed = hash_image(data, max_pixels=LIMIT)
+    assert hashed.phash == str(imagehash.phash(upright))
+    assert (hashed.width, hashed.height) == upright.size
