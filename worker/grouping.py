@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from worker.neighbours import pairs_within
+
 IntArray = NDArray[np.int64]
 
 
@@ -104,18 +106,41 @@ def _equal_hash_sets(hashes: NDArray[np.uint64], order: NDArray[np.intp]) -> lis
 def _radius_sets(
     hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int
 ) -> list[Group]:
-    # Greedy in original order over the shrinking pool of unassigned assets. Quadratic in the
-    # worst case; a multi-index search replaces it for large scopes.
-    pool = order.copy()
-    pool_hashes = hashes[pool]
+    # Only assets with a neighbour can be in a set: find every close pair once (multi-index
+    # hashing, exact), then run the greedy rule over that sparse graph in original order.
+    n = len(hashes)
+    first, second, distance = pairs_within(hashes, max_distance)
+    if first.size == 0:
+        return []
+    source = np.concatenate((first, second))
+    target = np.concatenate((second, first))
+    dist = np.concatenate((distance, distance))
+    by_source = np.argsort(source, kind="stable")
+    target, dist = target[by_source], dist[by_source]
+    starts = np.searchsorted(source[by_source], np.arange(n + 1))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    assigned = np.zeros(n, dtype=bool)
+    has_neighbour = starts[1:] > starts[:-1]
     groups: list[Group] = []
-    while len(pool) > 1:
-        distances = hamming(pool_hashes, pool_hashes[0])
-        hit = distances <= max_distance
-        if hit.sum() >= 2:  # the original always hits itself
-            groups.append(Group(pool[hit], distances[hit]))
-        keep = ~hit
-        pool, pool_hashes = pool[keep], pool_hashes[keep]
+    for original in order[has_neighbour[order]]:
+        if assigned[original]:
+            continue
+        assigned[original] = True
+        neighbours = target[starts[original] : starts[original + 1]]
+        free = ~assigned[neighbours]
+        if not free.any():
+            continue
+        members = neighbours[free]
+        distances = dist[starts[original] : starts[original + 1]][free]
+        by_rank = np.argsort(rank[members], kind="stable")
+        assigned[members] = True
+        groups.append(
+            Group(
+                np.r_[original, members[by_rank]].astype(np.intp),
+                np.r_[0, distances[by_rank]].astype(np.int64),
+            )
+        )
     return groups
 
 

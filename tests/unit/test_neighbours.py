@@ -1,0 +1,64 @@
+"""Close pairs by multi-index hashing: exactly the pairs brute force finds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worker.grouping import Group, form_sets, hamming
+from worker.neighbours import BRUTE_FORCE_MAX, pairs_within
+
+
+def photo_like_hashes(n: int, seed: int) -> np.ndarray:
+    """Random 64-bit hashes with planted near copies (0 to 12 bits away) and exact copies."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    for k, i in enumerate(range(0, n - 1, 7)):
+        flips = rng.choice(64, size=k % 13, replace=False)
+        mask = np.uint64(sum(1 << int(b) for b in flips))
+        hashes[i + 1] = hashes[i] ^ mask
+    hashes[5::97] = hashes[4::97][: len(hashes[5::97])]
+    return hashes
+
+
+def brute_pairs(hashes: np.ndarray, radius: int) -> set[tuple[int, int, int]]:
+    found = set()
+    for i in range(len(hashes)):
+        d = hamming(hashes[i + 1 :], hashes[i])
+        for j in np.flatnonzero(d <= radius):
+            found.add((i, i + 1 + int(j), int(d[j])))
+    return found
+
+
+@pytest.mark.parametrize("n", [BRUTE_FORCE_MAX + 1, 12_000])
+@pytest.mark.parametrize("radius", [0, 1, 4, 8, 10])
+def test_the_index_finds_exactly_the_brute_force_pairs(n: int, radius: int) -> None:
+    hashes = photo_like_hashes(n, seed=radius)
+    first, second, distance = pairs_within(hashes, radius)
+    assert set(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True)) == (
+        brute_pairs(hashes, radius)
+    )
+    assert np.all(first < second)
+    assert len(set(zip(first.tolist(), second.tolist(), strict=True))) == len(first)
+
+
+def greedy_reference(hashes: np.ndarray, order: np.ndarray, radius: int) -> list[Group]:
+    """The product's rule over a shrinking pool, compared with everything left (quadratic)."""
+    pool, groups = order.copy(), []
+    while len(pool) > 1:
+        d = hamming(hashes[pool], hashes[pool[0]])
+        hit = d <= radius
+        if hit.sum() >= 2:
+            groups.append(Group(pool[hit], d[hit]))
+        pool = pool[~hit]
+    return groups
+
+
+@pytest.mark.parametrize("radius", [2, 6, 10])
+def test_sets_over_the_index_follow_the_rule(radius: int) -> None:
+    hashes = photo_like_hashes(8000, seed=100 + radius)
+    order = np.random.default_rng(radius).permutation(len(hashes)).astype(np.intp)
+    got = form_sets(hashes, order, radius)
+    want = greedy_reference(hashes, order, radius)
+    assert [g.members.tolist() for g in got] == [g.members.tolist() for g in want]
+    assert [g.distances.tolist() for g in got] == [g.distances.tolist() for g in want]

@@ -1,0 +1,132 @@
+"""Every pair of 64-bit hashes within a Hamming radius, exactly, without comparing all pairs.
+
+Multi-index hashing (Norouzi, Punjani & Fleet, "Fast Search in Hamming Space with Multi-Index
+Hashing", CVPR 2012): split the 64 bits into `m` chunks. If two hashes differ in at most `r`
+bits, some chunk differs in at most `r // m` of its bits (pigeonhole). So index every chunk, probe
+each hash's chunk values with every flip of up to `r // m` bits, and check the full distance of
+the few candidates that share a probed chunk value. Nothing within the radius is missed; the
+tests compare it with brute force.
+
+Chunks are sized near log2(n) bits so that a chunk bucket holds about one hash; when the radius
+is too large for the index to pay (too many probes) the search falls back to blocked brute force.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from math import comb
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Below this many hashes, brute force is as fast as building an index.
+BRUTE_FORCE_MAX = 3000
+#: Rows compared at once by brute force (bounds its memory to a few tens of MB).
+_BLOCK = 2048
+
+
+def pairs_within(
+    hashes: NDArray[np.uint64], radius: int
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    """All (i, j, distance) with i < j and Hamming(hashes[i], hashes[j]) <= radius.
+
+    Pairs come sorted by (i, j).
+    """
+    n = len(hashes)
+    if n < 2:
+        return _empty()
+    plan = _plan(n, radius)
+    if plan is None:
+        first, second, distance = _brute_force(hashes, radius)
+    else:
+        first, second, distance = _multi_index(hashes, radius, plan)
+    order = np.lexsort((second, first))
+    return first[order], second[order], distance[order]
+
+
+def _empty() -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.int64)
+
+
+def _plan(n: int, radius: int) -> list[tuple[int, int]] | None:
+    """Chunks (shift, width) of the index, or None when brute force is cheaper."""
+    if n <= BRUTE_FORCE_MAX:
+        return None
+    width = int(np.clip(round(np.log2(n)), 10, 24))
+    m = max(1, round(64 / width))
+    bounds = np.linspace(0, 64, m + 1).round().astype(int)
+    chunks = [(int(lo), int(hi - lo)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    flips = radius // m
+    probes = sum(sum(comb(w, k) for k in range(flips + 1)) for _, w in chunks)
+    expected_candidates = probes * n / 2 ** min(w for _, w in chunks)
+    # Each probe costs a pass over n keys; brute force costs about n / 2 comparisons per hash.
+    if probes + expected_candidates > n / 8:
+        return None
+    return chunks
+
+
+def _brute_force(
+    hashes: NDArray[np.uint64], radius: int
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    firsts, seconds, distances = [], [], []
+    n = len(hashes)
+    for start in range(0, n, _BLOCK):
+        block = hashes[start : start + _BLOCK]
+        rest = hashes[start:]
+        d = np.bitwise_count(block[:, None] ^ rest[None, :])
+        rows, cols = np.nonzero(d <= radius)
+        i, j = rows + start, cols + start
+        keep = i < j
+        firsts.append(i[keep])
+        seconds.append(j[keep])
+        distances.append(d[rows[keep], cols[keep]].astype(np.int64))
+    return (np.concatenate(firsts).astype(np.intp), np.concatenate(seconds).astype(np.intp),
+            np.concatenate(distances))
+
+
+def _flip_masks(width: int, flips: int) -> NDArray[np.int64]:
+    masks = [0]
+    for k in range(1, flips + 1):
+        masks += [sum(1 << b for b in bits) for bits in combinations(range(width), k)]
+    return np.array(masks, dtype=np.int64)
+
+
+def _multi_index(
+    hashes: NDArray[np.uint64], radius: int, chunks: list[tuple[int, int]]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    n = len(hashes)
+    flips = radius // len(chunks)
+    firsts, seconds = [], []
+    for shift, width in chunks:
+        # int32 keys and tables: the random gathers below are the cost, and half the bytes
+        # keep twice as much of the table in cache.
+        keys = ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
+        order = np.argsort(keys, kind="stable").astype(np.int32)
+        sorted_keys = keys[order]
+        counts = np.bincount(keys, minlength=1 << width).astype(np.int32)
+        starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+        for mask in _flip_masks(width, flips):
+            # Probing in key order makes the table lookups run through memory in order, which
+            # is what makes a pass over a million keys cheap.
+            partner = sorted_keys ^ np.int32(mask)
+            sizes = counts[partner]
+            hits = np.flatnonzero(sizes)
+            if hits.size == 0:
+                continue
+            reps = sizes[hits]
+            low = starts[partner[hits]]
+            query = np.repeat(order[hits], reps)
+            offsets = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+            candidate = order[np.repeat(low, reps) + offsets]
+            keep = query < candidate
+            query, candidate = query[keep], candidate[keep]
+            close = np.bitwise_count(hashes[query] ^ hashes[candidate]) <= radius
+            firsts.append(query[close])
+            seconds.append(candidate[close])
+    if not firsts:
+        return _empty()
+    # A pair close in several chunks was found several times.
+    codes = np.unique(np.concatenate(firsts).astype(np.int64) * n + np.concatenate(seconds))
+    first, second = np.divmod(codes, n)
+    distance = np.bitwise_count(hashes[first] ^ hashes[second]).astype(np.int64)
+    return first.astype(np.intp), second.astype(np.intp), distance
