@@ -125,8 +125,10 @@ def main() -> None:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     inputs = hashes.nbytes + order.nbytes
-    print(f"memory: inputs {inputs / n:.0f} bytes per asset, search peak {peak / n:.0f} bytes per "
-          "asset on top (numpy allocations, tracemalloc)")
+    print(
+        f"memory: inputs {inputs / n:.0f} bytes per asset, search peak {peak / n:.0f} bytes per "
+        "asset on top (numpy allocations, tracemalloc)"
+    )
 
     wanted = set(args.baselines.split(","))
     if "faiss" in wanted:

@@ -58,8 +58,12 @@ _ORIENTATION: dict[int, Image.Transpose] = {
     8: Image.Transpose.ROTATE_90,
 }
 _QUARTER_TURNS = frozenset(
-    {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
-     Image.Transpose.ROTATE_90}
+    {
+        Image.Transpose.TRANSPOSE,
+        Image.Transpose.ROTATE_270,
+        Image.Transpose.TRANSVERSE,
+        Image.Transpose.ROTATE_90,
+    }
 )
 
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})

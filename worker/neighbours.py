@@ -80,8 +80,11 @@ def _brute_force(
         firsts.append(i[keep])
         seconds.append(j[keep])
         distances.append(d[rows[keep], cols[keep]].astype(np.int64))
-    return (np.concatenate(firsts).astype(np.intp), np.concatenate(seconds).astype(np.intp),
-            np.concatenate(distances))
+    return (
+        np.concatenate(firsts).astype(np.intp),
+        np.concatenate(seconds).astype(np.intp),
+        np.concatenate(distances),
+    )
 
 
 def _flip_masks(width: int, flips: int) -> NDArray[np.int64]:

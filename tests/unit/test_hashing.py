@@ -50,8 +50,14 @@ def test_the_hash_is_imagehash_phash_of_the_decoded_image(fmt: str, options: dic
 
 @pytest.mark.parametrize(
     ("mode", "fmt", "bits"),
-    [("L", "PNG", 0), ("CMYK", "TIFF", 0), ("CMYK", "JPEG", 0), ("P", "PNG", 0), ("RGB", "GIF", 0),
-     ("1", "PNG", 4)],  # box-reducing a bilevel image is not quite Lanczos on it
+    [
+        ("L", "PNG", 0),
+        ("CMYK", "TIFF", 0),
+        ("CMYK", "JPEG", 0),
+        ("P", "PNG", 0),
+        ("RGB", "GIF", 0),
+        ("1", "PNG", 4),
+    ],  # box-reducing a bilevel image is not quite Lanczos on it
 )
 def test_odd_modes_hash_like_imagehash(mode: str, fmt: str, bits: int) -> None:
     data = encode(photo(2).convert(mode), fmt)
@@ -161,9 +167,12 @@ def test_modern_formats_are_read(fmt: str) -> None:
 
 @pytest.mark.parametrize(
     ("data", "name"),
-    [(b"%PDF-1.7\n%...", "PDF"), (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
-     (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\0" * 32, "JPEG XL"),
-     (b"%!PS-Adobe-3.0 EPSF-3.0\n", "PostScript")],
+    [
+        (b"%PDF-1.7\n%...", "PDF"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
+        (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\0" * 32, "JPEG XL"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n", "PostScript"),
+    ],
 )
 def test_unsupported_formats_are_named(data: bytes, name: str) -> None:
     with pytest.raises(UnsupportedFormat, match=name) as caught:
