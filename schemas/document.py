@@ -144,7 +144,9 @@ def _envelope_schema(payload: type[messages.Payload]) -> dict[str, Any]:
     return {
         "type": "object",
         "title": f"{payload.__name__}Envelope",
-        "description": f"Dramatiq envelope carrying one {payload.__name__} to `{route.actor_name}`.",
+        "description": (
+            f"Dramatiq envelope carrying one {payload.__name__} to `{route.actor_name}`."
+        ),
         "additionalProperties": False,
         "required": [
             "queue_name",

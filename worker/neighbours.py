@@ -13,7 +13,7 @@ is too large for the index to pay (too many probes) the search falls back to blo
 
 from __future__ import annotations
 
-from itertools import combinations
+from itertools import combinations, pairwise
 from math import comb
 
 import numpy as np
@@ -55,7 +55,7 @@ def _plan(n: int, radius: int) -> list[tuple[int, int]] | None:
     width = int(np.clip(round(np.log2(n)), 10, 24))
     m = max(1, round(64 / width))
     bounds = np.linspace(0, 64, m + 1).round().astype(int)
-    chunks = [(int(lo), int(hi - lo)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    chunks = [(int(lo), int(hi - lo)) for lo, hi in pairwise(bounds)]
     flips = radius // m
     probes = sum(sum(comb(w, k) for k in range(flips + 1)) for _, w in chunks)
     expected_candidates = probes * n / 2 ** min(w for _, w in chunks)
