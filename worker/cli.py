@@ -71,6 +71,179 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if failures else EXIT_OK
 
 
+def _queue_name(text: str) -> str:
+    from schemas.contract import ACTORS
+
+    queues = {route.queue_name for route in ACTORS.values()}
+    name = text if text.startswith("dupfinder.") else f"dupfinder.{text}"
+    if name not in queues:
+        raise argparse.ArgumentTypeError(
+            f"not a dupfinder queue; one of {', '.join(sorted(queues))}"
+        )
+    return name
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    import pika.exceptions
+
+    from worker.deadletters import format_duration, now, open_dead_letters
+
+    settings = get_settings()
+    if args.action == "show" and not args.id:
+        print("dupfinder dead-letters show: --id MESSAGE_ID is required", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "purge" and not args.yes and not sys.stdin.isatty():
+        print(
+            "dupfinder dead-letters purge: pass --yes to delete without a prompt",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        with open_dead_letters(settings.amqp_url_with_defaults, args.queue) as dlq:
+            letters = dlq.read(portal=args.portal, reason=args.reason, limit=args.limit)
+            if args.id:
+                letters = [letter for letter in letters if letter.message_id == args.id]
+            moment = now()
+            if args.action in ("list", "show"):
+                if args.json or args.action == "show":
+                    rows = [
+                        {
+                            **letter.summary(moment),
+                            **({"envelope": letter.envelope} if args.action == "show" else {}),
+                        }
+                        for letter in letters
+                    ]
+                    json.dump(rows, sys.stdout, indent=2, default=str)
+                    sys.stdout.write("\n")
+                else:
+                    print(f"{len(letters)} dead letters in {dlq.xq} (kept 7 days, then dropped)")
+                    for letter in letters:
+                        print(
+                            f"{letter.message_id}  age {format_duration(letter.age_s(moment))}"
+                            f"  expires in {format_duration(letter.expires_in_s(moment))}"
+                            f"  {letter.actor}  portal={letter.portal_id}  {letter.subject}"
+                            f"\n    {letter.reason}"
+                        )
+                return EXIT_OK if letters or args.action == "list" else EXIT_FAILURES
+            if args.action == "purge" and not args.yes:
+                answer = input(f"delete {len(letters)} dead letters from {dlq.xq} for good? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("nothing deleted")
+                    return EXIT_OK
+            failed = 0
+            for letter in letters:
+                try:
+                    if args.action == "redrive":
+                        dlq.redrive(letter)
+                    else:
+                        dlq.purge(letter)
+                except ValueError as e:
+                    failed += 1
+                    print(str(e), file=sys.stderr)
+            done = len(letters) - failed
+            verb = "re-drove" if args.action == "redrive" else "purged"
+            print(f"{verb} {done} of {len(letters)} dead letters from {dlq.xq}")
+            return EXIT_FAILURES if failed else EXIT_OK
+    except pika.exceptions.AMQPError as e:
+        print(f"dupfinder dead-letters: RabbitMQ: {e!r}", file=sys.stderr)
+        return EXIT_FAILURES
+
+
+def _status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import pika
+
+    from schemas.contract import ACTORS, dead_letter_queue, delay_queue
+    from worker.deadletters import DeadLetterQueue, format_duration, now
+    from worker.errors import StoreUnavailable
+    from worker.store import AssetStore
+
+    settings = get_settings()
+    report: dict[str, object] = {"queues": {}, "portals": {}}
+    queues: dict[str, dict[str, object]] = {}
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url_with_defaults))
+    except pika.exceptions.AMQPError as e:
+        print(f"dupfinder status: RabbitMQ: {e!r}", file=sys.stderr)
+        return EXIT_FAILURES
+    try:
+        for queue in sorted({route.queue_name for route in ACTORS.values()}):
+            row: dict[str, object] = {}
+            for key, name in (
+                ("ready", queue),
+                ("delayed", delay_queue(queue)),
+                ("dead", dead_letter_queue(queue)),
+            ):
+                channel = connection.channel()
+                try:
+                    declared = channel.queue_declare(name, passive=True).method
+                    row[key] = declared.message_count
+                    if key == "ready":
+                        row["consumers"] = declared.consumer_count
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    row[key] = None  # not declared yet: no worker has started
+            channel = connection.channel()
+            oldest = None
+            if row.get("dead"):
+                letters = DeadLetterQueue(channel, queue).read(limit=1)
+                if letters:
+                    oldest = letters[0].age_s(now())
+            channel.close()  # hands the peeked dead letter back
+            row["oldest_dead_letter_age_s"] = None if oldest is None else round(oldest)
+            queues[queue] = row
+    finally:
+        connection.close()
+    report["queues"] = queues
+
+    async def counts() -> list[dict[str, object]]:
+        store = AssetStore.connect(
+            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
+        )
+        try:
+            return await store.state_counts(args.portal)
+        finally:
+            await store.close()
+
+    try:
+        rows = asyncio.run(counts())
+    except StoreUnavailable as e:
+        print(f"dupfinder status: MongoDB: {e.detail}", file=sys.stderr)
+        return EXIT_FAILURES
+    portals: dict[str, dict[str, object]] = {}
+    for row in rows:
+        portal = portals.setdefault(
+            str(row["portal_id"]), {"hashed": 0, "failed": {}, "deleted": 0}
+        )
+        if row["state"] == "failed":
+            failed = portal["failed"]
+            assert isinstance(failed, dict)
+            failed[str(row["reason"])] = row["count"]
+        else:
+            portal[str(row["state"])] = row["count"]
+    report["portals"] = portals
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    print(f"{'queue':<22} {'ready':>7} {'delayed':>8} {'dead':>6} {'consumers':>9}  oldest dead")
+    for queue, row in queues.items():
+        age = row["oldest_dead_letter_age_s"]
+        print(
+            f"{queue:<22} {row['ready']!s:>7} {row['delayed']!s:>8} {row['dead']!s:>6} "
+            f"{row.get('consumers', '-')!s:>9}  "
+            f"{format_duration(float(age)) if isinstance(age, int) else '-'}"
+        )
+    print(f"\n{'portal':<24} {'hashed':>8} {'deleted':>8}  failed")
+    for portal_id, portal in portals.items():
+        failed = portal["failed"]
+        assert isinstance(failed, dict)
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(failed.items()))
+        print(f"{portal_id:<24} {portal['hashed']!s:>8} {portal['deleted']!s:>8}  {reasons or '-'}")
+    return EXIT_OK
+
+
 def _scan(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -158,6 +331,41 @@ def build_parser() -> argparse.ArgumentParser:
         "status 0 when both answer, 1 otherwise.",
     )
     check.set_defaults(run=_check)
+
+    dead = sub.add_parser(
+        "dead-letters",
+        help="list, show, re-drive or purge dead-lettered messages",
+        description="Dead letters stay in <queue>.XQ for 7 days, then RabbitMQ drops them. "
+        "Reading never removes them; redrive publishes each back to its queue with its retries "
+        "reset and its message_id kept, and deletes the dead letter only after RabbitMQ "
+        "confirmed the copy. Exit status 0, 1 on failures, 2 on usage errors.",
+    )
+    dead.add_argument("action", choices=["list", "show", "redrive", "purge"])
+    dead.add_argument(
+        "--queue",
+        required=True,
+        type=_queue_name,
+        help="assets, searches or commands (or the full queue name)",
+    )
+    dead.add_argument("--portal", help="only messages of this portal")
+    dead.add_argument("--reason", help="only messages whose reason contains this text")
+    dead.add_argument("--id", help="only the message with this message_id")
+    dead.add_argument("--limit", type=int, default=10_000, help="read at most this many")
+    dead.add_argument("--json", action="store_true", help="list as JSON")
+    dead.add_argument("--yes", action="store_true", help="purge without asking")
+    dead.set_defaults(run=_dead_letters)
+
+    status = sub.add_parser(
+        "status",
+        help="queue depths, dead letters and per-portal asset counts",
+        description="Per queue: ready, delayed (waiting retries) and dead-lettered messages, "
+        "consumers, and the age of the oldest dead letter. Per portal: assets hashed, deleted "
+        "and failed by reason. Messages a worker holds unacknowledged are not counted (RabbitMQ "
+        "reports them only through its management API).",
+    )
+    status.add_argument("--portal", help="only this portal's assets")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(run=_status)
 
     scan = sub.add_parser(
         "scan",

@@ -349,6 +349,36 @@ class AssetStore:
         )
         return {doc["asset_id"]: doc async for doc in cursor}
 
+    @_store_errors
+    async def state_counts(self, portal_id: str | None = None) -> list[dict[str, Any]]:
+        """Assets per portal, state and failure reason (for `dupfinder status`)."""
+        match: dict[str, Any] = {} if portal_id is None else {"portal_id": portal_id}
+        cursor = await self._assets.aggregate(
+            [
+                {"$match": match},
+                {
+                    "$group": {
+                        "_id": {
+                            "portal": "$portal_id",
+                            "state": "$state",
+                            "reason": "$failure.reason",
+                        },
+                        "count": {"$sum": 1},
+                    }
+                },
+            ]
+        )
+        rows = [
+            {
+                "portal_id": doc["_id"]["portal"],
+                "state": doc["_id"]["state"],
+                "reason": doc["_id"].get("reason"),
+                "count": doc["count"],
+            }
+            async for doc in cursor
+        ]
+        return sorted(rows, key=lambda r: (r["portal_id"], r["state"], r["reason"] or ""))
+
     # ----- commands -----------------------------------------------------------------------------
 
     @_store_errors

@@ -1,0 +1,149 @@
+"""`dupfinder dead-letters`: see why messages died, re-drive them once fixed, purge the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from schemas.contract import ASSETS_QUEUE
+from schemas.envelope import build_envelope
+from schemas.messages import AssetUploaded
+from tests.harness import Harness
+from tests.images import photo, write
+
+
+def dead_letters(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "dead-letters", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=dict(os.environ),
+    )
+
+
+def listed(portal: str, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+    """Poll `list --json` until `count` dead letters of `portal` are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = dead_letters("list", "--queue", "assets", "--portal", portal, "--json")
+        assert result.returncode == 0, result.stderr
+        rows: list[dict[str, Any]] = json.loads(result.stdout)
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+def test_a_missing_source_is_re_driven_once_the_file_appears(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    # Given an upload that died because its file was not there yet
+    path = images / "late.png"
+    message_id = harness.upload(portal, "late", path)
+    harness.wait_for(portal, "asset.failed")
+
+    (row,) = listed(portal, 1)
+    assert (row["message_id"], row["actor"], row["subject"]) == (
+        message_id,
+        "asset_uploaded",
+        "asset_id=late",
+    )
+    assert "first attempt" in row["reason"]
+    assert 6 * 86400 < row["expires_in_s"] <= 7 * 86400
+
+    # When the file appears and ops re-drive the dead letters of that portal
+    write(path, photo(110))
+    result = dead_letters("redrive", "--queue", "assets", "--portal", portal)
+    assert result.returncode == 0, result.stderr
+    assert "re-drove 1 of 1" in result.stdout
+
+    # Then the upload is hashed and the dead letter is gone
+    (event,) = harness.wait_for(portal, "asset.hashed")
+    assert event["asset_id"] == "late"
+    assert listed(portal, 0, timeout=0) == []
+    doc = harness.asset(portal, "late")
+    assert doc is not None and doc["state"] == "hashed"
+
+
+def test_reasons_are_told_and_purge_deletes_only_what_matches(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    bad = build_envelope(
+        AssetUploaded(
+            portal_id=portal,
+            asset_id="bad",
+            source="/x.png",
+            uploaded_at="2024-01-01T00:00:00Z",
+        )
+    )
+    bad["args"][0]["tags"] = "oops"
+    harness.send_raw(ASSETS_QUEUE, json.dumps(bad).encode())
+    harness.upload(portal, "gone", images / "gone.png")
+
+    rows = listed(portal, 2)
+    reasons = {row["subject"]: row["reason"] for row in rows}
+    assert reasons["asset_id=bad"].startswith("invalid payload: tags")
+    assert "first attempt" in reasons["asset_id=gone"]
+
+    refused = dead_letters("purge", "--queue", "assets", "--portal", portal)
+    assert refused.returncode == 2  # no terminal and no --yes: nothing is deleted
+
+    result = dead_letters(
+        "purge", "--queue", "assets", "--portal", portal, "--reason", "invalid payload", "--yes"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "purged 1 of 1" in result.stdout
+    assert [row["subject"] for row in listed(portal, 1)] == ["asset_id=gone"]
+
+
+def test_show_prints_the_envelope(harness: Harness, portal: str, images: Path) -> None:
+    message_id = harness.upload(portal, "gone", images / "gone.png")
+    listed(portal, 1)
+    result = dead_letters("show", "--queue", "assets", "--id", message_id)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["envelope"]["args"][0]["asset_id"] == "gone"
+    assert dead_letters("show", "--queue", "assets", "--id", uuid.uuid4().hex).returncode == 1
+    assert dead_letters("list", "--queue", "nope").returncode == 2
+
+
+def test_status_reports_queues_and_portal_counts(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    harness.upload(portal, "good", write(images / "good.png", photo(111)))
+    (images / "bad.png").write_bytes(b"junk")
+    harness.upload(portal, "bad", images / "bad.png")
+    harness.wait_for(portal, ("asset.hashed", "asset.failed"), count=2)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "status", "--portal", portal, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["portals"] == {
+        portal: {"hashed": 1, "deleted": 0, "failed": {"unreadable_image": 1}}
+    }
+    assert set(report["queues"]) == {"dupfinder.assets", "dupfinder.commands", "dupfinder.searches"}
+    assert report["queues"]["dupfinder.assets"]["consumers"] >= 1
+
+    table = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "status", "--portal", portal],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=dict(os.environ),
+    )
+    assert table.returncode == 0 and "unreadable_image 1" in table.stdout

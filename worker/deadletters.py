@@ -1,0 +1,218 @@
+"""Dead letters: what is in a `<queue>.XQ`, why it died, and putting it back or away.
+
+Messages are read with `basic_get` and held unacknowledged while a command looks at them; what
+is not re-driven or purged is handed back (requeued) when the channel closes, so looking never
+loses a message. A re-drive publishes a copy with publisher confirms and acknowledges the dead
+letter only after RabbitMQ confirmed the copy: a crash in between duplicates, never loses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pydantic import ValidationError
+
+from schemas import messages
+from schemas.contract import ACTORS, dead_letter_queue
+from schemas.envelope import Envelope
+
+#: How long RabbitMQ keeps a dead letter (Dramatiq declares every XQ with this TTL, 7 days).
+DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
+_RETRY_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta")
+_ID_FIELDS = ("asset_id", "request_id", "command_id")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-lettered message and what can be told about it."""
+
+    tag: int
+    body: bytes
+    died_at: datetime | None
+    envelope: dict[str, Any] | None
+    reason: str
+
+    @property
+    def message_id(self) -> str:
+        return str((self.envelope or {}).get("message_id", "?"))
+
+    @property
+    def actor(self) -> str:
+        return str((self.envelope or {}).get("actor_name", "?"))
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        args = (self.envelope or {}).get("args")
+        if isinstance(args, list) and args and isinstance(args[0], dict):
+            return args[0]
+        return {}
+
+    @property
+    def portal_id(self) -> str:
+        return str(self.payload.get("portal_id", "?"))
+
+    @property
+    def subject(self) -> str:
+        """The asset, request or command the message was about."""
+        for field in _ID_FIELDS:
+            if field in self.payload:
+                return f"{field}={self.payload[field]}"
+        return "?"
+
+    def age_s(self, now: datetime) -> float:
+        return (now - self.died_at).total_seconds() if self.died_at else 0.0
+
+    def expires_in_s(self, now: datetime) -> float:
+        return DEAD_MESSAGE_TTL_MS / 1000 - self.age_s(now)
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "actor": self.actor,
+            "portal_id": self.portal_id,
+            "subject": self.subject,
+            "reason": self.reason,
+            "died_at": self.died_at.isoformat() if self.died_at else None,
+            "age_s": round(self.age_s(now)),
+            "expires_in_s": round(self.expires_in_s(now)),
+        }
+
+
+def death_reason(body: bytes) -> tuple[dict[str, Any] | None, str]:
+    """Why a body was dead-lettered, as far as the body itself tells."""
+    try:
+        envelope = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, "not UTF-8 JSON"
+    if not isinstance(envelope, dict):
+        return None, "not a JSON object"
+    try:
+        Envelope.model_validate(envelope)
+    except ValidationError as e:
+        return envelope, "malformed envelope: " + _errors(e)
+    routes = {route.actor_name: (name, route) for name, route in ACTORS.items()}
+    if envelope["actor_name"] not in routes:
+        return envelope, f"unknown actor {envelope['actor_name']!r}"
+    model_name, route = routes[envelope["actor_name"]]
+    if route.queue_name != envelope["queue_name"]:
+        return envelope, f"actor {route.actor_name!r} does not consume {envelope['queue_name']!r}"
+    try:
+        getattr(messages, model_name).model_validate(envelope["args"][0])
+    except ValidationError as e:
+        return envelope, "invalid payload: " + _errors(e)
+    traceback = envelope["options"].get("traceback")
+    if traceback:
+        retries = envelope["options"].get("retries", 0)
+        last = traceback.strip().splitlines()[-1]
+        return envelope, f"gave up after {retries} retries: {last}"
+    return envelope, "failed permanently on its first attempt (see the asset's failure reason)"
+
+
+def _errors(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
+    )
+
+
+def _died_at(properties: pika.BasicProperties) -> datetime | None:
+    deaths = (properties.headers or {}).get("x-death") or []
+    if deaths and isinstance(deaths[0], dict):
+        moment = deaths[0].get("time")
+        if isinstance(moment, datetime):
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if isinstance(moment, int | float):
+            return datetime.fromtimestamp(moment, UTC)
+    return None
+
+
+class DeadLetterQueue:
+    """A session over one work queue's dead letters."""
+
+    def __init__(self, channel: BlockingChannel, queue: str) -> None:
+        self._channel = channel
+        self.queue = queue
+        self.xq = dead_letter_queue(queue)
+        self._held: list[DeadLetter] = []
+
+    def read(
+        self, *, portal: str | None = None, reason: str | None = None, limit: int = 10_000
+    ) -> list[DeadLetter]:
+        """Take up to `limit` dead letters (held, not removed) and return those that match."""
+        while len(self._held) < limit:
+            method, properties, body = self._channel.basic_get(self.xq, auto_ack=False)
+            if method is None:
+                break
+            envelope, why = death_reason(body)
+            self._held.append(
+                DeadLetter(method.delivery_tag, body, _died_at(properties), envelope, why)
+            )
+        return [
+            letter
+            for letter in self._held
+            if (portal is None or letter.portal_id == portal)
+            and (reason is None or reason.lower() in letter.reason.lower())
+        ]
+
+    def redrive(self, letter: DeadLetter) -> None:
+        """Publish the message back to its queue with retries reset; then drop the dead letter."""
+        if letter.envelope is None or "queue_name" not in letter.envelope:
+            raise ValueError(f"message {letter.message_id} cannot be re-driven: {letter.reason}")
+        envelope = dict(letter.envelope)
+        options = envelope.get("options")
+        options = dict(options) if isinstance(options, dict) else {}
+        for key in _RETRY_OPTIONS:
+            options.pop(key, None)
+        envelope["options"] = options
+        self._channel.basic_publish(
+            exchange="",
+            routing_key=self.queue,
+            body=json.dumps(envelope, separators=(",", ":")).encode(),
+            properties=pika.BasicProperties(
+                delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json"
+            ),
+            mandatory=True,
+        )  # returns only once RabbitMQ confirmed it (confirm mode)
+        self._channel.basic_ack(letter.tag)
+
+    def purge(self, letter: DeadLetter) -> None:
+        """Delete a dead letter for good."""
+        self._channel.basic_ack(letter.tag)
+
+
+@contextmanager
+def open_dead_letters(amqp_url: str, queue: str) -> Iterator[DeadLetterQueue]:
+    """A dead-letter session; whatever is still held at the end goes back to the XQ."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        yield DeadLetterQueue(channel, queue)
+    finally:
+        if connection.is_open:
+            connection.close()  # unacknowledged messages return to the queue
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_duration(seconds: float) -> str:
+    """`3d 4h`, `5h 12m`, `42s`: short and readable."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
