@@ -13,6 +13,9 @@ CONTRACT_VERSION = 1
 ASSETS_QUEUE = "dupfinder.assets"
 SEARCHES_QUEUE = "dupfinder.searches"
 COMMANDS_QUEUE = "dupfinder.commands"
+#: Uploads replayed in bulk by `dupfinder backfill`: same payload and code as live uploads, but a
+#: queue of their own, so a backfill of a million assets never delays a live upload.
+BACKFILL_QUEUE = "dupfinder.backfill"
 
 #: Durable topic exchange the worker publishes every result event to; routing key = event type.
 RESULTS_EXCHANGE = "dupfinder.results"
@@ -33,6 +36,14 @@ ACTORS: dict[str, ActorRoute] = {
     "FindDuplicates": ActorRoute("find_duplicates", SEARCHES_QUEUE),
     "MakeOriginal": ActorRoute("make_original", COMMANDS_QUEUE),
     "DeleteDuplicates": ActorRoute("delete_duplicates", COMMANDS_QUEUE),
+}
+
+#: The backfill route of `AssetUploaded` payloads.
+BACKFILL_ROUTE = ActorRoute("backfill_asset", BACKFILL_QUEUE)
+
+#: Every route, by actor name.
+ROUTES: dict[str, ActorRoute] = {
+    route.actor_name: route for route in (*ACTORS.values(), BACKFILL_ROUTE)
 }
 
 

@@ -19,7 +19,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from schemas import events, messages
-from schemas.contract import ACTORS, CONTRACT_VERSION, RESULTS_EXCHANGE, queue_arguments
+from schemas.contract import (
+    ACTORS,
+    BACKFILL_ROUTE,
+    CONTRACT_VERSION,
+    RESULTS_EXCHANGE,
+    ActorRoute,
+    queue_arguments,
+)
 from schemas.envelope import EnvelopeOptions
 
 PAYLOADS: tuple[type[messages.Payload], ...] = (
@@ -139,8 +146,7 @@ def _schemas() -> dict[str, Any]:
     return dict(top["$defs"])
 
 
-def _envelope_schema(payload: type[messages.Payload]) -> dict[str, Any]:
-    route = ACTORS[payload.__name__]
+def _envelope_schema(payload: type[messages.Payload], route: ActorRoute) -> dict[str, Any]:
     return {
         "type": "object",
         "title": f"{payload.__name__}Envelope",
@@ -195,11 +201,11 @@ def asyncapi() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     components_messages: dict[str, Any] = {}
-    for payload in PAYLOADS:
-        name = payload.__name__
-        route = ACTORS[name]
+    inbound = [(p.__name__, p, ACTORS[p.__name__]) for p in PAYLOADS]
+    inbound.append(("AssetUploadedBackfill", messages.AssetUploaded, BACKFILL_ROUTE))
+    for name, payload, route in inbound:
         channel = route.queue_name.split(".", 1)[1]
-        schemas[f"{name}Envelope"] = _envelope_schema(payload)
+        schemas[f"{name}Envelope"] = _envelope_schema(payload, route)
         components_messages[name] = {
             "name": name,
             "title": name,
@@ -212,7 +218,7 @@ def asyncapi() -> dict[str, Any]:
                     "payload": {
                         "queue_name": route.queue_name,
                         "actor_name": route.actor_name,
-                        "args": [_checked_example(name)],
+                        "args": [_checked_example(payload.__name__)],
                         "kwargs": {},
                         "options": {},
                         "message_id": "5b0e2c1e-8f39-4c55-9a8c-2f1b7d0b6a11",
@@ -248,7 +254,7 @@ def asyncapi() -> dict[str, Any]:
         operations[f"send{name}"] = {
             "action": "send",
             "channel": {"$ref": f"#/channels/{channel}"},
-            "summary": f"The portal publishes {name} for the `{route.actor_name}` actor.",
+            "summary": f"The portal publishes {payload.__name__} for `{route.actor_name}`.",
             "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"}],
         }
     channels["results"] = {

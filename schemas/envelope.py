@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-from schemas.contract import ACTORS
+from schemas.contract import ACTORS, ActorRoute
 
 NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 
@@ -70,9 +70,11 @@ class Envelope(BaseModel):
     """When the message was first published, ms since the epoch."""
 
 
-def build_envelope(payload: BaseModel, *, message_id: str | None = None) -> dict[str, Any]:
-    """The JSON-ready envelope that carries `payload` to its actor."""
-    route = ACTORS[type(payload).__name__]
+def build_envelope(
+    payload: BaseModel, *, message_id: str | None = None, route: ActorRoute | None = None
+) -> dict[str, Any]:
+    """The JSON-ready envelope that carries `payload` to its actor (or to `route`)."""
+    route = route or ACTORS[type(payload).__name__]
     return {
         "queue_name": route.queue_name,
         "actor_name": route.actor_name,

@@ -12,7 +12,7 @@ from types import TracebackType
 
 import pika
 
-from schemas.contract import ACTORS, queue_arguments
+from schemas.contract import ROUTES, ActorRoute, queue_arguments
 from schemas.envelope import build_envelope
 from schemas.messages import Payload
 
@@ -29,16 +29,19 @@ class PortalPublisher:
         self._channel.confirm_delivery()
         # Declare with the worker's exact arguments, so a portal that starts first neither loses
         # messages to a missing queue nor makes the worker's declaration fail with 406.
-        for queue in {route.queue_name for route in ACTORS.values()}:
+        for queue in {route.queue_name for route in ROUTES.values()}:
             self._channel.queue_declare(queue, durable=True, arguments=queue_arguments(queue))
 
-    def publish(self, payload: Payload, *, message_id: str | None = None) -> str:
+    def publish(
+        self, payload: Payload, *, message_id: str | None = None, route: ActorRoute | None = None
+    ) -> str:
         """Publish `payload` persistently and wait for the broker's confirm.
 
-        Returns the message id. Raises `pika.exceptions.AMQPError` subclasses when the broker
-        refuses or the connection fails; the message then was not accepted.
+        `route` overrides the payload's usual actor (e.g. `BACKFILL_ROUTE`). Returns the message
+        id. Raises `pika.exceptions.AMQPError` subclasses when the broker refuses or the
+        connection fails; the message then was not accepted.
         """
-        envelope = build_envelope(payload, message_id=message_id)
+        envelope = build_envelope(payload, message_id=message_id, route=route)
         self._channel.basic_publish(
             exchange="",
             routing_key=envelope["queue_name"],

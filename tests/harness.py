@@ -22,12 +22,12 @@ import pika
 import pymongo
 import pymongo.database
 
-from schemas.contract import ACTORS, RESULTS_EXCHANGE, dead_letter_queue, delay_queue
+from schemas.contract import RESULTS_EXCHANGE, ROUTES, dead_letter_queue, delay_queue
 from schemas.messages import AssetUploaded, Payload
 from schemas.publisher import PortalPublisher
 
 AMQP_URL = os.environ.get("DUPFINDER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-WORK_QUEUES = sorted({route.queue_name for route in ACTORS.values()})
+WORK_QUEUES = sorted({route.queue_name for route in ROUTES.values()})
 ALL_QUEUES = [q for w in WORK_QUEUES for q in (w, delay_queue(w), dead_letter_queue(w))]
 
 Event = dict[str, Any]

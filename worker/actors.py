@@ -33,7 +33,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 from pydantic import ValidationError
 
-from schemas.contract import ACTORS
+from schemas.contract import ACTORS, BACKFILL_ROUTE, ActorRoute
 from schemas.events import (
     AssetFailed,
     AssetHashed,
@@ -103,9 +103,10 @@ def _contract_actor(
     model: type[PayloadT],
     failure_event: FailureEvent,
     id_fields: tuple[str, ...],
+    route: ActorRoute | None = None,
 ) -> Callable[[Callable[[PayloadT, Runtime, Delivery], Awaitable[None]]], dramatiq.Actor[Any, Any]]:
     """Register `handler` as the actor the contract names for `model`."""
-    route = ACTORS[model.__name__]
+    route = route or ACTORS[model.__name__]
     settings = get_settings()
 
     def decorator(
@@ -203,8 +204,7 @@ def _read_and_hash(
     return checksum, hash_image(data, max_pixels=max_pixels, sha256=checksum)
 
 
-@_contract_actor(AssetUploaded, _asset_failed, ("portal_id", "asset_id"))
-async def asset_uploaded(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
+async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
     """Hash the uploaded image and store it with the asset's metadata; publish `asset.hashed`."""
     existing = await rt.store.get(upload.portal_id, upload.asset_id)
     if existing is not None and existing["state"] == DELETED:
@@ -272,6 +272,15 @@ async def asset_uploaded(upload: AssetUploaded, rt: Runtime, delivery: Delivery)
             height=image.height,
         )
     )
+
+
+asset_uploaded = _contract_actor(AssetUploaded, _asset_failed, ("portal_id", "asset_id"))(
+    _hash_upload
+)
+#: The same work on the backfill queue, so bulk replays never delay live uploads.
+backfill_asset = _contract_actor(
+    AssetUploaded, _asset_failed, ("portal_id", "asset_id"), BACKFILL_ROUTE
+)(_hash_upload)
 
 
 async def _refuse_deleted(rt: Runtime, upload: AssetUploaded, delivery: Delivery) -> None:

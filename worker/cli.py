@@ -15,7 +15,9 @@ from schemas.messages import Sort
 from worker.config import get_settings
 
 if TYPE_CHECKING:
+    from worker.config import Settings
     from worker.scan import ScanResult
+    from worker.store import AssetStore
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -72,9 +74,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _queue_name(text: str) -> str:
-    from schemas.contract import ACTORS
+    from schemas.contract import ROUTES
 
-    queues = {route.queue_name for route in ACTORS.values()}
+    queues = {route.queue_name for route in ROUTES.values()}
     name = text if text.startswith("dupfinder.") else f"dupfinder.{text}"
     if name not in queues:
         raise argparse.ArgumentTypeError(
@@ -154,7 +156,7 @@ def _status(args: argparse.Namespace) -> int:
 
     import pika
 
-    from schemas.contract import ACTORS, dead_letter_queue, delay_queue
+    from schemas.contract import ROUTES, dead_letter_queue, delay_queue
     from worker.deadletters import DeadLetterQueue, format_duration, now
     from worker.errors import StoreUnavailable
     from worker.store import AssetStore
@@ -168,7 +170,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"dupfinder status: RabbitMQ: {e!r}", file=sys.stderr)
         return EXIT_FAILURES
     try:
-        for queue in sorted({route.queue_name for route in ACTORS.values()}):
+        for queue in sorted({route.queue_name for route in ROUTES.values()}):
             row: dict[str, object] = {}
             for key, name in (
                 ("ready", queue),
@@ -244,11 +246,107 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    import pika.exceptions
+
+    from schemas.contract import BACKFILL_ROUTE
+    from schemas.publisher import PortalPublisher
+    from worker.backfill import State, backfill, read_payloads, same_bytes_check
+    from worker.errors import StoreUnavailable
+    from worker.progress import Progress
+
+    settings = get_settings()
+    from_stdin = args.file == "-"
+    if from_stdin and not args.state:
+        print(
+            "dupfinder backfill: reading stdin needs --state FILE to be resumable", file=sys.stderr
+        )
+        return EXIT_USAGE
+    if not from_stdin and not os.path.isfile(args.file):
+        print(f"dupfinder backfill: no such file: {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    fmt = args.format
+    if fmt == "auto":
+        fmt = "csv" if args.file.lower().endswith(".csv") else "jsonl"
+    state = State(Path(args.state or args.file + ".backfill-state"))
+    if args.restart:
+        state.line, state.done = 0, False
+    if state.done:
+        print(
+            f"{args.file} was backfilled completely already ({state.path}); --restart to "
+            "send it again"
+        )
+        return EXIT_OK
+    total = None
+    if not from_stdin:
+        with open(args.file, encoding="utf-8") as counting:
+            total = sum(1 for _ in counting)
+    runner = asyncio.Runner()
+    store: AssetStore | None = None
+    known = None
+    if not args.force:
+        store = runner.run(_open_store(settings))
+        known = same_bytes_check(lambda portal, asset: runner.run(store.get(portal, asset)))
+    progress = None if args.quiet else Progress()
+    try:
+        with (
+            PortalPublisher(settings.amqp_url_with_defaults) as publisher,
+            sys.stdin if from_stdin else open(args.file, encoding="utf-8") as stream,
+        ):
+            report = backfill(
+                read_payloads(stream, fmt),
+                lambda upload: publisher.publish(upload, route=BACKFILL_ROUTE),
+                state,
+                known=known,
+                rate_per_s=args.rate,
+                progress=None
+                if progress is None
+                else (lambda line: progress(line, total, "read", "lines")),
+            )
+    except (pika.exceptions.AMQPError, StoreUnavailable) as e:
+        print(
+            f"dupfinder backfill: stopped at line {state.line}, resumable: {e!r}", file=sys.stderr
+        )
+        state.save()
+        return EXIT_FAILURES
+    finally:
+        if store is not None:
+            runner.run(store.close())
+        runner.close()
+    if args.json:
+        json.dump(report.as_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(
+            f"sent {report.sent}, skipped {report.skipped}"
+            + "".join(f" ({n} {why})" for why, n in report.skip_reasons.items())
+            + f", refused {len(report.refused)}"
+            + (f"; resumed after line {report.resumed_from}" if report.resumed_from else "")
+        )
+        for number, reason in report.refused:
+            print(f"  line {number}: {reason}")
+    return EXIT_FAILURES if report.refused else EXIT_OK
+
+
+async def _open_store(settings: Settings) -> AssetStore:
+    from worker.store import AssetStore
+
+    store = AssetStore.connect(
+        settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
+    )
+    await store.ping()
+    return store
+
+
 def _scan(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from worker.fetching import FetchLimits
-    from worker.scan import Progress, scan
+    from worker.progress import Progress
+    from worker.scan import scan
 
     settings = get_settings()
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
@@ -366,6 +464,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--portal", help="only this portal's assets")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(run=_status)
+
+    fill = sub.add_parser(
+        "backfill",
+        help="publish AssetUploaded payloads from a file to the backfill queue",
+        description="FILE holds one AssetUploaded payload per line (JSON Lines), or a CSV with "
+        "the same columns (tags separated by ';' or as a JSON list); '-' reads stdin. Each "
+        "message goes to dupfinder.backfill with publisher confirms. Assets already hashed from "
+        "the same bytes (local sources) and deleted assets are skipped unless --force. The line "
+        "reached is kept in FILE.backfill-state, so an interrupted run resumes. Exit status 0, "
+        "1 when lines were refused or the run stopped, 2 on usage errors.",
+    )
+    fill.add_argument("file", metavar="FILE")
+    fill.add_argument("--format", choices=["auto", "jsonl", "csv"], default="auto")
+    fill.add_argument("--rate", type=float, metavar="N", help="at most N messages a second")
+    fill.add_argument("--force", action="store_true", help="send even assets already hashed")
+    fill.add_argument("--state", metavar="PATH", help="where to record progress")
+    fill.add_argument("--restart", action="store_true", help="ignore recorded progress")
+    fill.add_argument("--json", action="store_true", help="print the summary as JSON")
+    fill.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    fill.set_defaults(run=_backfill)
 
     scan = sub.add_parser(
         "scan",

@@ -20,7 +20,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import ValidationError
 
 from schemas import messages
-from schemas.contract import ACTORS, dead_letter_queue
+from schemas.contract import ACTORS, BACKFILL_ROUTE, dead_letter_queue
 from schemas.envelope import Envelope
 
 #: How long RabbitMQ keeps a dead letter (Dramatiq declares every XQ with this TTL, 7 days).
@@ -98,6 +98,7 @@ def death_reason(body: bytes) -> tuple[dict[str, Any] | None, str]:
     except ValidationError as e:
         return envelope, "malformed envelope: " + _errors(e)
     routes = {route.actor_name: (name, route) for name, route in ACTORS.items()}
+    routes[BACKFILL_ROUTE.actor_name] = ("AssetUploaded", BACKFILL_ROUTE)
     if envelope["actor_name"] not in routes:
         return envelope, f"unknown actor {envelope['actor_name']!r}"
     model_name, route = routes[envelope["actor_name"]]

@@ -8,8 +8,6 @@ modification time its upload date.
 from __future__ import annotations
 
 import os
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -155,28 +153,3 @@ def _group(
         pages=1,
     )
     return page.sets
-
-
-class Progress:
-    """Progress on stderr: a live line on a terminal, a line every few seconds otherwise."""
-
-    def __init__(self, stream: Any = sys.stderr, every_s: float = 5.0) -> None:
-        self._stream = stream
-        self._tty = bool(getattr(stream, "isatty", lambda: False)())
-        self._every_s = 0.2 if self._tty else every_s
-        self._start = self._last = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done != total and now - self._last < self._every_s:
-            return
-        self._last = now
-        rate = done / max(now - self._start, 1e-9)
-        eta = (total - done) / rate if rate else 0.0
-        line = f"hashed {done}/{total} files, {rate:.1f}/s, about {eta:.0f} s left"
-        if self._tty:
-            end = "\n" if done == total else ""
-            self._stream.write(f"\r{line}{end}")
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()

@@ -135,7 +135,12 @@ def test_status_reports_queues_and_portal_counts(
     assert report["portals"] == {
         portal: {"hashed": 1, "deleted": 0, "failed": {"unreadable_image": 1}}
     }
-    assert set(report["queues"]) == {"dupfinder.assets", "dupfinder.commands", "dupfinder.searches"}
+    assert set(report["queues"]) == {
+        "dupfinder.assets",
+        "dupfinder.backfill",
+        "dupfinder.commands",
+        "dupfinder.searches",
+    }
     assert report["queues"]["dupfinder.assets"]["consumers"] >= 1
 
     table = subprocess.run(

@@ -8,14 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import (
-    ACTORS,
     AssetUploaded,
     DeleteDuplicates,
     Envelope,
     FindDuplicates,
     build_envelope,
 )
-from schemas.contract import queue_arguments
+from schemas.contract import ROUTES, queue_arguments
 from schemas.events import ALL_EVENTS, AssetHashed
 
 
@@ -124,7 +123,7 @@ def test_retry_bookkeeping_written_by_dramatiq_is_accepted() -> None:
 def test_queue_arguments_match_what_dramatiq_declares() -> None:
     from worker.actors import broker
 
-    for route in ACTORS.values():
+    for route in ROUTES.values():
         assert broker._build_queue_arguments(route.queue_name) == queue_arguments(route.queue_name)
         assert broker.get_actor(route.actor_name).queue_name == route.queue_name
 

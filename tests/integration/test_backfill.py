@@ -1,0 +1,142 @@
+"""`dupfinder backfill`: hashes for old assets, safely, resumably, through the backfill queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.harness import Harness
+from tests.images import photo, write
+
+
+def backfill(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "backfill", "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=dict(os.environ),
+    )
+
+
+def line(portal: str, asset_id: str, source: Path, **extra: Any) -> str:
+    return json.dumps(
+        {
+            "portal_id": portal,
+            "asset_id": asset_id,
+            "source": str(source),
+            "uploaded_at": "2020-01-01T00:00:00Z",
+            **extra,
+        }
+    )
+
+
+def test_backfill_hashes_valid_lines_and_lists_the_refused(
+    harness: Harness, portal: str, images: Path, tmp_path: Path
+) -> None:
+    paths = [write(images / f"{n}.png", photo(120 + n)) for n in range(3)]
+    feed = tmp_path / "old.jsonl"
+    feed.write_text(
+        "\n".join(
+            [
+                line(portal, "a0", paths[0], title="first"),
+                "{broken json",
+                line(portal, "a1", paths[1]),
+                json.dumps({"portal_id": portal, "asset_id": "a2"}),  # no source, no date
+                "",
+                line(portal, "a2", paths[2], tags=["x"]),
+            ]
+        )
+        + "\n"
+    )
+
+    result = backfill(str(feed), "--json")
+
+    assert result.returncode == 1, result.stderr  # some lines were refused
+    report = json.loads(result.stdout)
+    assert (report["sent"], report["skipped"]) == (3, 0)
+    assert [r["line"] for r in report["refused"]] == [2, 4]
+    assert report["refused"][0]["reason"].startswith("not JSON")
+    assert "source" in report["refused"][1]["reason"]
+    harness.wait_for(portal, "asset.hashed", count=3)
+    doc = harness.asset(portal, "a0")
+    assert doc is not None and doc["title"] == "first"
+    # The messages went through the backfill queue, not the live one
+    assert harness.queue_depth("dupfinder.backfill") == 0
+
+    # A second run of the same file says it is complete; --restart skips what is hashed already
+    again = backfill(str(feed))
+    assert again.returncode == 0 and "completely already" in again.stdout
+    restarted = backfill(str(feed), "--restart", "--json")
+    assert json.loads(restarted.stdout)["skip_reasons"] == {"already hashed from the same bytes": 3}
+    forced = backfill(str(feed), "--restart", "--force", "--json")
+    assert json.loads(forced.stdout)["sent"] == 3
+
+
+def test_csv_with_the_same_columns(
+    harness: Harness, portal: str, images: Path, tmp_path: Path
+) -> None:
+    path = write(images / "c.png", photo(130))
+    feed = tmp_path / "old.csv"
+    feed.write_text(
+        "portal_id,asset_id,source,title,tags,uploaded_at\n"
+        f"{portal},c1,{path},Harbour,sea;boats,2020-01-01T00:00:00+00:00\n"
+        f"{portal},c2,{path},,,not-a-date\n"
+    )
+    result = backfill(str(feed), "--json")
+    report = json.loads(result.stdout)
+    assert report["sent"] == 1
+    assert [r["line"] for r in report["refused"]] == [3]
+    harness.wait_for(portal, "asset.hashed")
+    doc = harness.asset(portal, "c1")
+    assert doc is not None and (doc["title"], doc["tags"]) == ("Harbour", ["sea", "boats"])
+
+
+def test_an_interrupted_backfill_resumes_where_it_stopped(
+    harness: Harness, portal: str, images: Path, tmp_path: Path
+) -> None:
+    path = write(images / "r.png", photo(140, size=(64, 48)))
+    count = 60
+    feed = tmp_path / "many.jsonl"
+    feed.write_text("\n".join(line(portal, f"r{n}", path) for n in range(count)) + "\n")
+    state = Path(str(feed) + ".backfill-state")
+
+    # Given a slow run killed without warning part-way
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "backfill", "--quiet", "--rate", "20", str(feed)],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if state.exists() and json.loads(state.read_text())["line"] >= 15:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    stopped_at = json.loads(state.read_text())
+    assert not stopped_at["done"] and 15 <= stopped_at["line"] < count
+
+    # When it is run again
+    result = backfill(str(feed), "--force", "--json")
+
+    # Then it continues after the recorded line, and every asset ends hashed
+    report = json.loads(result.stdout)
+    assert report["resumed_after_line"] == stopped_at["line"]
+    assert report["sent"] == count - stopped_at["line"]
+    assert json.loads(state.read_text())["done"] is True
+    harness.wait_for(portal, "asset.hashed", lambda e: e["asset_id"] == f"r{count - 1}", timeout=60)
+    hashed = harness.db.assets.count_documents({"portal_id": portal, "state": "hashed"})
+    deadline = time.monotonic() + 30
+    while hashed < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+        hashed = harness.db.assets.count_documents({"portal_id": portal, "state": "hashed"})
+    assert hashed == count

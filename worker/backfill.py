@@ -1,0 +1,186 @@
+"""`dupfinder backfill`: publish AssetUploaded payloads from a file to the backfill queue.
+
+Safe on a busy system: messages go to `dupfinder.backfill` (served by the same hashing code as live
+uploads, by workers of their own), at a bounded rate, each confirmed by RabbitMQ before it counts.
+Resumable: the line reached is recorded in a state file every second, so a run that is
+interrupted continues where it stopped (re-sending at most a second's worth of lines, which the
+worker treats as harmless replays). Invalid lines are listed and never stop the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import ValidationError
+
+from schemas.messages import AssetUploaded
+
+#: Decides whether an upload can be skipped: returns a reason ("already hashed from the same
+#: bytes", "deleted") or None to send it.
+KnownCheck = Callable[[AssetUploaded], str | None]
+
+
+@dataclass
+class Report:
+    """What a backfill run did."""
+
+    sent: int = 0
+    skipped: int = 0
+    resumed_from: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "skipped": self.skipped,
+            "skip_reasons": self.skip_reasons,
+            "resumed_after_line": self.resumed_from,
+            "refused": [{"line": n, "reason": r} for n, r in self.refused],
+        }
+
+
+def read_payloads(stream: IO[str], fmt: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, payload dict or the reason it cannot be read), for JSON Lines or CSV."""
+    if fmt == "csv":
+        reader = csv.DictReader(stream)
+        for row in reader:
+            yield reader.line_num, _csv_payload(row)
+        return
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            payload = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield number, f"not JSON: {e.msg} at column {e.colno}"
+            continue
+        yield number, payload if isinstance(payload, dict) else "not a JSON object"
+
+
+def _csv_payload(row: dict[str, str | None]) -> dict[str, Any]:
+    payload: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
+    tags = payload.get("tags")
+    if isinstance(tags, str):
+        payload["tags"] = (
+            json.loads(tags) if tags.startswith("[") else [t for t in tags.split(";") if t]
+        )
+    return payload
+
+
+class State:
+    """The last line a run has handed to RabbitMQ, kept in a small JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.line = 0
+        self.done = False
+        if path.exists():
+            saved = json.loads(path.read_text())
+            self.line, self.done = int(saved.get("line", 0)), bool(saved.get("done", False))
+        self._saved_at = time.monotonic()
+
+    def advance(self, line: int, *, every_s: float = 1.0) -> None:
+        self.line = line
+        if time.monotonic() - self._saved_at >= every_s:
+            self.save()
+
+    def save(self, *, done: bool = False) -> None:
+        self.done = done
+        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
+        temporary.write_text(json.dumps({"line": self.line, "done": done}))
+        os.replace(temporary, self.path)  # atomic: a crash leaves the old or the new state
+        self._saved_at = time.monotonic()
+
+
+def backfill(
+    lines: Iterable[tuple[int, dict[str, Any] | str]],
+    publish: Callable[[AssetUploaded], object],
+    state: State,
+    *,
+    known: KnownCheck | None,
+    rate_per_s: float | None,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Validate, filter and publish every line after the state's; record progress as it goes."""
+    report = Report(resumed_from=state.line)
+    start = time.monotonic()
+    for number, item in lines:
+        if number <= state.line:
+            continue
+        if isinstance(item, str):
+            report.refused.append((number, item))
+        else:
+            try:
+                upload = AssetUploaded.model_validate(item)
+            except ValidationError as e:
+                report.refused.append((number, _describe(e)))
+            else:
+                reason = known(upload) if known is not None else None
+                if reason is not None:
+                    report.skipped += 1
+                    report.skip_reasons[reason] = report.skip_reasons.get(reason, 0) + 1
+                else:
+                    if rate_per_s:
+                        ahead = start + report.sent / rate_per_s - time.monotonic()
+                        if ahead > 0:
+                            time.sleep(ahead)
+                    publish(upload)  # returns once RabbitMQ confirmed it
+                    report.sent += 1
+        state.advance(number)
+        if progress is not None:
+            progress(number)
+    state.save(done=True)
+    return report
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors()
+    )
+
+
+def local_path(source: str) -> Path | None:
+    """The file behind a path or file:// source; None for HTTP sources."""
+    if source.startswith("file://"):
+        return Path(unquote(urlsplit(source).path))
+    return Path(source) if source.startswith("/") else None
+
+
+def file_sha256(path: Path) -> str | None:
+    """Checksum of a local file, streamed; None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def same_bytes_check(lookup: Callable[[str, str], dict[str, Any] | None]) -> KnownCheck:
+    """A `KnownCheck` over stored assets: skip deleted ones and ones hashed from these bytes."""
+
+    def check(upload: AssetUploaded) -> str | None:
+        doc = lookup(upload.portal_id, upload.asset_id)
+        if doc is None:
+            return None
+        if doc.get("state") == "deleted":
+            return "deleted"
+        path = local_path(upload.source)
+        hashed = doc.get("state") == "hashed" and doc.get("sha256")
+        if hashed and path is not None and file_sha256(path) == doc["sha256"]:
+            return "already hashed from the same bytes"
+        return None
+
+    return check
