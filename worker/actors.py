@@ -63,7 +63,7 @@ from worker.errors import (
     TransientError,
 )
 from worker.fetching import FetchLimits, fetch
-from worker.hashing import HashedImage, hash_image, provenance, sha256_hex
+from worker.hashing import HashedImage, hash_image, is_current, provenance, sha256_hex
 from worker.resources import Resources, Runtime
 from worker.store import DELETED, HASHED, utcnow
 
@@ -210,7 +210,9 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
     if existing is not None and existing["state"] == DELETED:
         await _refuse_deleted(rt, upload, delivery)
         return
-    known = existing.get("sha256") if existing and existing["state"] == HASHED else None
+    # Unchanged bytes need no new hash, unless the stored one was made by an older method.
+    current = existing is not None and is_current(existing.get("hash_provenance"))
+    known = existing.get("sha256") if existing and existing["state"] == HASHED and current else None
     limits = FetchLimits(
         rt.settings.max_source_bytes,
         rt.settings.fetch_timeout_s,

@@ -341,6 +341,39 @@ async def _open_store(settings: Settings) -> AssetStore:
     return store
 
 
+def _rehash(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from schemas.contract import BACKFILL_ROUTE
+    from schemas.messages import AssetUploaded
+    from schemas.publisher import PortalPublisher
+    from worker.errors import StoreUnavailable
+    from worker.hashing import HASH_VERSION
+
+    settings = get_settings()
+
+    async def stale() -> list[dict[str, object]]:
+        store = await _open_store(settings)
+        try:
+            return [doc async for doc in store.stale_hashes(args.portal, HASH_VERSION)]
+        finally:
+            await store.close()
+
+    try:
+        docs = asyncio.run(stale())
+    except StoreUnavailable as e:
+        print(f"dupfinder rehash: MongoDB: {e.detail}", file=sys.stderr)
+        return EXIT_FAILURES
+    with PortalPublisher(settings.amqp_url_with_defaults) as publisher:
+        for doc in docs:
+            publisher.publish(AssetUploaded.model_validate(doc), route=BACKFILL_ROUTE)
+    print(
+        f"re-enqueued {len(docs)} assets of portal {args.portal} hashed by a method older than "
+        f"version {HASH_VERSION}"
+    )
+    return EXIT_OK
+
+
 def _scan(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -484,6 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--json", action="store_true", help="print the summary as JSON")
     fill.add_argument("--quiet", action="store_true", help="no progress on stderr")
     fill.set_defaults(run=_backfill)
+
+    rehash = sub.add_parser(
+        "rehash",
+        help="re-enqueue a portal's assets whose hashes an older method made",
+        description="Finds the portal's hashed assets whose stored hash provenance has another "
+        "method version than this code's, and publishes their uploads to the backfill queue; the "
+        "worker then hashes them again even though their bytes did not change.",
+    )
+    rehash.add_argument("--portal", required=True)
+    rehash.set_defaults(run=_rehash)
 
     scan = sub.add_parser(
         "scan",

@@ -129,6 +129,15 @@ def provenance(decoder: str = "full") -> dict[str, Any]:
     }
 
 
+def is_current(stored: dict[str, Any] | None) -> bool:
+    """Whether a stored hash was made by this code's method (its `version`).
+
+    Any change that can alter the bits of a hash bumps `HASH_VERSION`; library versions are
+    recorded for audit but not compared.
+    """
+    return stored is not None and stored.get("version") == HASH_VERSION
+
+
 def sha256_hex(data: bytes) -> str:
     """Content checksum used to recognise unchanged bytes."""
     return hashlib.sha256(data).hexdigest()

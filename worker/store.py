@@ -349,6 +349,30 @@ class AssetStore:
         )
         return {doc["asset_id"]: doc async for doc in cursor}
 
+    async def stale_hashes(self, portal_id: str, version: int) -> AsyncIterator[dict[str, Any]]:
+        """Hashed assets of a portal whose hash was made by another method version."""
+        with _translated():
+            cursor = self._assets.find(
+                {
+                    "portal_id": portal_id,
+                    "state": HASHED,
+                    "hash_provenance.version": {"$ne": version},
+                },
+                {
+                    "_id": 0,
+                    "portal_id": 1,
+                    "asset_id": 1,
+                    "source": 1,
+                    "title": 1,
+                    "description": 1,
+                    "tags": 1,
+                    "uploaded_at": 1,
+                },
+                batch_size=1000,
+            )
+            async for doc in cursor:
+                yield doc
+
     @_store_errors
     async def state_counts(self, portal_id: str | None = None) -> list[dict[str, Any]]:
         """Assets per portal, state and failure reason (for `dupfinder status`)."""

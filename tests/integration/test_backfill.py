@@ -140,3 +140,40 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(
         time.sleep(0.2)
         hashed = harness.db.assets.count_documents({"portal_id": portal, "state": "hashed"})
     assert hashed == count
+
+
+def test_rehash_re_enqueues_hashes_made_by_an_older_method(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    from worker.hashing import HASH_VERSION
+
+    for n in range(2):
+        harness.upload(portal, f"h{n}", write(images / f"h{n}.png", photo(150 + n)))
+    harness.wait_for(portal, "asset.hashed", count=2)
+    # Given one asset whose hash an older method made
+    harness.db.assets.update_one(
+        {"portal_id": portal, "asset_id": "h0"},
+        {"$set": {"hash_provenance.version": HASH_VERSION - 1}},
+    )
+    before = harness.asset(portal, "h0")
+    assert before is not None
+
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "rehash", "--portal", portal],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=dict(os.environ),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "re-enqueued 1 assets" in result.stdout
+    (event,) = harness.wait_for(portal, "asset.hashed", lambda e: e["asset_id"] == "h0", count=2)[
+        1:
+    ]
+    after = harness.asset(portal, "h0")
+    assert after is not None
+    assert after["hash_provenance"]["version"] == HASH_VERSION
+    assert after["hashed_at"] > before["hashed_at"]
+    assert event["phash"] == after["phash"]
