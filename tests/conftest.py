@@ -18,6 +18,9 @@ os.environ.setdefault("DUPFINDER_FETCH_TIMEOUT_S", "3")
 os.environ.setdefault("DUPFINDER_FETCH_CONNECT_TIMEOUT_S", "2")
 # Small pages, so paging is exercised with a few dozen sets (the shipped size is 500).
 os.environ.setdefault("DUPFINDER_PAGE_SIZE", "20")
+# Health endpoints on any free port; a short liveness timeout so that a stuck message shows.
+os.environ.setdefault("DUPFINDER_HTTP_PORT", "0")
+os.environ.setdefault("DUPFINDER_LIVENESS_TIMEOUT_S", "2")
 
 import uuid
 from collections.abc import Iterator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,10 +12,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class ScriptedSource:
     """Serves `body` at any path after answering the first `failures` requests with `status`."""
 
-    def __init__(self, body: bytes, *, failures: int = 0, status: int = 503) -> None:
+    def __init__(
+        self, body: bytes, *, failures: int = 0, status: int = 503, trickle_s: float = 0.0
+    ) -> None:
         self.body = body
         self.failures = failures
         self.status = status
+        #: With a trickle, failing requests answer 200 but send a byte every half second for
+        #: this long instead of an error: a source that hangs.
+        self.trickle_s = trickle_s
         self.requests = 0
         self._lock = threading.Lock()
 
@@ -33,6 +39,19 @@ def serve(source: ScriptedSource) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             status, body = source.answer()
+            if status != 200 and source.trickle_s:
+                self.send_response(200)
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                deadline = time.monotonic() + source.trickle_s
+                while time.monotonic() < deadline:
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the worker gave up on us
+                    time.sleep(0.5)
+                return
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

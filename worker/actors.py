@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -64,6 +65,16 @@ from worker.errors import (
 )
 from worker.fetching import FetchLimits, fetch
 from worker.hashing import HashedImage, hash_image, is_current, provenance, sha256_hex
+from worker.observability import (
+    ASSETS_FAILED,
+    ASSETS_HASHED,
+    COMMANDS,
+    HASH_SECONDS,
+    LOG_CONTEXT,
+    SEARCH_SECONDS,
+    SEARCH_SETS,
+    Watch,
+)
 from worker.resources import Resources, Runtime
 from worker.store import DELETED, HASHED, utcnow
 
@@ -72,7 +83,12 @@ log = logging.getLogger(__name__)
 PayloadT = TypeVar("PayloadT", bound=Payload)
 
 resources = Resources()
-broker = build_broker(get_settings(), [resources])
+watch = Watch(
+    port=get_settings().http_port,
+    liveness_timeout_s=get_settings().liveness_timeout_s,
+    ready_check=resources.ready_problems,
+)
+broker = build_broker(get_settings(), [resources, watch])
 dramatiq.set_broker(broker)
 
 
@@ -123,6 +139,12 @@ def _contract_actor(
             )
             runtime = resources.runtime
             raw = args[0] if len(args) == 1 else None
+            context = {
+                "message_id": delivery.message_id,
+                "actor": route.actor_name,
+                **(_readable_ids(raw, *id_fields) or {}),
+            }
+            LOG_CONTEXT.set(context)
             try:
                 if kwargs or len(args) != 1:
                     raise InvalidMessage("args must be exactly [payload] and kwargs empty")
@@ -141,8 +163,13 @@ def _contract_actor(
                 if ids is not None:
                     runtime.publisher.publish_blocking(failure_event(ids, e.reason, e.detail))
                 raise
+
+            async def in_context() -> None:
+                LOG_CONTEXT.set(context)  # the coroutine runs on the loop thread's own context
+                await handler(payload, runtime, delivery)
+
             try:
-                _loop().run_coroutine(handler(payload, runtime, delivery))
+                _loop().run_coroutine(in_context())
             except TransientError as e:
                 log.warning(
                     "%s message %s, attempt %d of %d: %s",
@@ -218,11 +245,13 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
         rt.settings.fetch_timeout_s,
         rt.settings.fetch_connect_timeout_s,
     )
+    started = time.perf_counter()
     try:
         _checksum, image = await asyncio.get_running_loop().run_in_executor(
             rt.hash_pool, _read_and_hash, upload.source, limits, rt.settings.max_pixels, known
         )
     except (ImageError, SourceError) as e:
+        ASSETS_FAILED.labels(e.reason).inc()
         log.warning(
             "asset %s/%s failed (%s, message %s): %s",
             upload.portal_id,
@@ -261,6 +290,8 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
             upload, image, existing["hash_provenance"], existing["hashed_at"]
         )
     else:
+        HASH_SECONDS.observe(time.perf_counter() - started)
+        ASSETS_HASHED.labels(image.decoder).inc()
         stored = await rt.store.save_hashed(upload, image, provenance(image.decoder), utcnow())
     if not stored:
         await _refuse_deleted(rt, upload, delivery)
@@ -324,6 +355,7 @@ def _request_failed(ids: dict[str, str], reason: str, detail: str) -> Event:
 @_contract_actor(FindDuplicates, _request_failed, ("request_id", "portal_id"))
 async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> None:
     """Answer with the duplicate sets in scope, paged, in the asset bank's order."""
+    started = time.perf_counter()
     max_distance = (
         request.max_distance if request.max_distance is not None else rt.settings.max_distance
     )
@@ -357,6 +389,8 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
                 pages=count,
             )
         )
+    SEARCH_SECONDS.observe(time.perf_counter() - started)
+    SEARCH_SETS.observe(total)
     log.info(
         "request %s of portal %s: %d sets from %d assets (message %s)",
         request.request_id,
@@ -376,6 +410,7 @@ def _command_failed(ids: dict[str, str], reason: str, detail: str) -> Event:
 
 async def _once(
     rt: Runtime,
+    command: str,
     portal_id: str,
     command_id: str,
     act: Callable[[], Awaitable[Event]],
@@ -392,6 +427,7 @@ async def _once(
             recorded = await rt.store.record_command(
                 portal_id, command_id, event.routing_key, event.model_dump(mode="json")
             )
+            COMMANDS.labels(command, event.routing_key).inc()
     await rt.publisher.publish_raw(recorded["routing_key"], _json(recorded["body"]))
 
 
@@ -417,7 +453,7 @@ async def make_original(command: MakeOriginal, rt: Runtime, delivery: Delivery) 
             command_id=command.command_id, portal_id=command.portal_id, asset_id=command.asset_id
         )
 
-    await _once(rt, command.portal_id, command.command_id, act)
+    await _once(rt, "make_original", command.portal_id, command.command_id, act)
 
 
 @_contract_actor(DeleteDuplicates, _command_failed, ("command_id", "portal_id"))
@@ -472,4 +508,4 @@ async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: De
             rejected=[Rejection(asset_id=a, reason=r) for a, r in rejected],
         )
 
-    await _once(rt, command.portal_id, command.command_id, act)
+    await _once(rt, "delete_duplicates", command.portal_id, command.command_id, act)

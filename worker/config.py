@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     """Longest one message may run before Dramatiq interrupts it."""
     command_lock_ttl_ms: Annotated[int, Field(ge=1000)] = 60_000
     """How long a crashed worker's per-portal command lock blocks others."""
+
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 9200
+    """First port of the worker processes' /metrics, /livez and /readyz (0 = any free port)."""
+    liveness_timeout_s: Annotated[float, Field(gt=0)] = 660.0
+    """/livez fails when messages are in flight and none finished for this long."""
+    log_format: Literal["json", "text"] = "json"
+    """Worker logs: one JSON object per line, or Dramatiq's plain text."""
 
     page_size: Annotated[int, Field(ge=1, le=500)] = 500
     """Duplicate sets per `duplicates.found` message."""

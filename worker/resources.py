@@ -79,6 +79,32 @@ class Resources(Middleware):
             log.exception("could not create MongoDB indexes at boot")
         return store
 
+    def ready_problems(self) -> list[str]:
+        """What keeps this worker from working now (empty = ready), for /readyz."""
+        import asyncio
+
+        import pika
+
+        runtime = self._runtime
+        if runtime is None:
+            return ["worker not booted"]
+        problems = []
+        parameters = pika.URLParameters(runtime.settings.amqp_url_with_defaults)
+        parameters.socket_timeout = 2
+        parameters.connection_attempts = 1
+        try:
+            pika.BlockingConnection(parameters).close()
+        except Exception as e:  # any failure to connect is what this probe reports
+            problems.append(f"RabbitMQ: {e!r}")
+        loop_thread = get_event_loop_thread()
+        try:
+            if loop_thread is None:
+                raise RuntimeError("event loop not running")
+            loop_thread.run_coroutine(asyncio.wait_for(runtime.store.ping(), 3))
+        except Exception as e:  # likewise: unreachable, timed out, or the loop is gone
+            problems.append(f"MongoDB: {e!r}")
+        return problems
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         # After the worker threads have finished their messages; Dramatiq emits "after" hooks in
         # reverse middleware order, so the AsyncIO loop is still running here.

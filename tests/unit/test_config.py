@@ -54,3 +54,23 @@ def test_amqp_url_gets_heartbeat_and_blocked_timeout_unless_given() -> None:
     url = settings.amqp_url_with_defaults
     assert "heartbeat=10" in url and "blocked_connection_timeout=300" in url
     assert url.startswith("amqp://u:p@rabbit:5672/%2F?")
+
+
+def test_json_logs_carry_the_ids_of_the_message_being_handled() -> None:
+    import json
+    import logging
+
+    from worker.observability import LOG_CONTEXT, JsonFormatter
+
+    token = LOG_CONTEXT.set({"portal_id": "p1", "asset_id": "a1", "message_id": "m1"})
+    try:
+        record = logging.LogRecord(
+            "worker", logging.WARNING, __file__, 1, "hashed %s", ("x",), None
+        )
+        line = JsonFormatter().format(record)
+    finally:
+        LOG_CONTEXT.reset(token)
+    entry = json.loads(line)
+    assert entry["message"] == "hashed x"
+    assert (entry["portal_id"], entry["asset_id"], entry["message_id"]) == ("p1", "a1", "m1")
+    assert entry["level"] == "WARNING" and "\n" not in line

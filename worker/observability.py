@@ -1,0 +1,236 @@
+"""Watching a worker: Prometheus metrics, liveness that reflects progress, readiness, JSON logs.
+
+Each worker process serves `/metrics`, `/livez` and `/readyz` over HTTP on the first free port
+from `DUPFINDER_HTTP_PORT` up (so the processes of one worker take consecutive ports).
+
+- `/livez` fails (503) when a worker thread has died, or when messages are in flight and none
+  has finished for `DUPFINDER_LIVENESS_TIMEOUT_S`: a stuck worker, whatever its PID says. An idle
+  worker is alive.
+- `/readyz` fails when RabbitMQ or MongoDB does not answer.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+#: Ids of what is being handled (portal, asset, request, command, message), merged into every
+#: log line written while handling it.
+LOG_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+    "dupfinder_log_context",
+    default={},  # noqa: B039 - never mutated, only replaced
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+MESSAGES = Counter(
+    "dupfinder_messages_total",
+    "Messages handled, by actor and outcome",
+    ["actor", "outcome"],
+    registry=REGISTRY,
+)
+DEAD_LETTERED = Counter(
+    "dupfinder_dead_lettered_total",
+    "Messages sent to a dead-letter queue",
+    ["actor"],
+    registry=REGISTRY,
+)
+ASSETS_HASHED = Counter(
+    "dupfinder_assets_hashed_total",
+    "Assets hashed, by decoder path",
+    ["decoder"],
+    registry=REGISTRY,
+)
+ASSETS_FAILED = Counter(
+    "dupfinder_assets_failed_total",
+    "Assets marked failed, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+HASH_SECONDS = Histogram(
+    "dupfinder_hash_seconds",
+    "Fetching and hashing one image",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+SEARCH_SECONDS = Histogram(
+    "dupfinder_search_seconds",
+    "Answering one find-duplicates request",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+SEARCH_SETS = Histogram(
+    "dupfinder_search_sets",
+    "Duplicate sets in one answer",
+    buckets=(0, 1, 10, 100, 1000, 10_000, 100_000),
+    registry=REGISTRY,
+)
+COMMANDS = Counter(
+    "dupfinder_commands_total",
+    "Commands carried out, by command and outcome",
+    ["command", "outcome"],
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge("dupfinder_messages_in_flight", "Messages being handled now", registry=REGISTRY)
+
+
+class Watch(Middleware):
+    """Counts messages, tracks progress for `/livez` and serves the HTTP endpoints."""
+
+    def __init__(
+        self, *, port: int, liveness_timeout_s: float, ready_check: Callable[[], list[str]]
+    ) -> None:
+        self._port = port
+        self._liveness_timeout_s = liveness_timeout_s
+        self._ready_check = ready_check
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._last_progress = time.monotonic()
+        self._worker: Any = None
+        self._server: ThreadingHTTPServer | None = None
+        self.bound_port: int | None = None
+
+    # --- Dramatiq hooks ---------------------------------------------------------------------
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        with self._lock:
+            self._in_flight += 1
+        IN_FLIGHT.inc()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self._done(message, "failed" if exception is not None else "ok")
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._done(message, "skipped")
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        DEAD_LETTERED.labels(message.actor_name).inc()
+
+    def _done(self, message: Any, outcome: str) -> None:
+        MESSAGES.labels(message.actor_name, outcome).inc()
+        IN_FLIGHT.dec()
+        with self._lock:
+            self._in_flight -= 1
+            self._last_progress = time.monotonic()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._worker = worker
+        self._server, self.bound_port = _serve(self._port, self._routes())
+        log.info("health and metrics on port %d", self.bound_port)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, str]:
+        """(alive, why)."""
+        workers = getattr(self._worker, "workers", [])
+        dead = [t.name for t in workers if not t.is_alive()]
+        if dead:
+            return False, f"worker threads died: {', '.join(dead)}"
+        with self._lock:
+            in_flight, idle_s = self._in_flight, time.monotonic() - self._last_progress
+        if in_flight and idle_s > self._liveness_timeout_s:
+            return False, f"{in_flight} messages in flight, none finished for {idle_s:.0f} s"
+        return True, f"ok: {in_flight} in flight, last finished {idle_s:.0f} s ago"
+
+    def _routes(self) -> dict[str, Callable[[], tuple[int, str, bytes]]]:
+        def livez() -> tuple[int, str, bytes]:
+            alive, why = self.liveness()
+            return (200 if alive else 503), "text/plain", why.encode()
+
+        def readyz() -> tuple[int, str, bytes]:
+            problems = self._ready_check()
+            body = "; ".join(problems) if problems else "ok: RabbitMQ and MongoDB answer"
+            return (503 if problems else 200), "text/plain", body.encode()
+
+        def metrics() -> tuple[int, str, bytes]:
+            return 200, "text/plain; version=0.0.4", generate_latest(REGISTRY)
+
+        return {"/livez": livez, "/readyz": readyz, "/metrics": metrics}
+
+
+def _serve(
+    first_port: int, routes: dict[str, Callable[[], tuple[int, str, bytes]]]
+) -> tuple[ThreadingHTTPServer, int]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            route = routes.get(self.path.split("?")[0])
+            status, kind, body = route() if route else (404, "text/plain", b"not found")
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # probes every few seconds would drown the log
+
+    for port in range(first_port, first_port + 64) if first_port else [0]:
+        try:
+            server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        except OSError:
+            continue
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="dupfinder-http", daemon=True).start()
+        return server, int(server.server_address[1])
+    raise OSError(f"no free port from {first_port} to {first_port + 63}")
+
+
+def port_open(host: str, port: int, timeout_s: float) -> bool:
+    """Whether something accepts TCP connections there."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the ids in `LOG_CONTEXT`, and the
+    exception if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **LOG_CONTEXT.get(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def use_json_logs() -> None:
+    """Make every handler of the root logger write JSON lines."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig()
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())
