@@ -21,6 +21,8 @@ os.environ.setdefault("DUPFINDER_PAGE_SIZE", "20")
 # Health endpoints on any free port; a short liveness timeout so that a stuck message shows.
 os.environ.setdefault("DUPFINDER_HTTP_PORT", "0")
 os.environ.setdefault("DUPFINDER_LIVENESS_TIMEOUT_S", "2")
+# ./dev test enables RabbitMQ's management plugin on the local node for `dupfinder status`.
+os.environ.setdefault("DUPFINDER_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
 
 import uuid
 from collections.abc import Iterator

@@ -181,6 +181,8 @@ def _contract_actor(
                 )
                 if attempt >= settings.max_retries:  # the last attempt: it goes to the XQ now
                     ids = {name: getattr(payload, name) for name in id_fields}
+                    if isinstance(payload, AssetUploaded):
+                        _try_mark_failed(payload, e)
                     runtime.publisher.publish_blocking(failure_event(ids, e.reason, e.detail))
                 raise
 
@@ -198,6 +200,16 @@ def _contract_actor(
         return register(run)
 
     return decorator
+
+
+def _try_mark_failed(upload: AssetUploaded, error: TransientError) -> None:
+    """Best effort: the fault may be the database itself, and the message is kept anyway."""
+    try:
+        _loop().run_coroutine(
+            resources.runtime.store.mark_failed(upload, error.reason, error.detail)
+        )
+    except TransientError:
+        log.warning("could not mark %s/%s failed", upload.portal_id, upload.asset_id)
 
 
 def _loop() -> Any:
@@ -237,6 +249,8 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
     if existing is not None and existing["state"] == DELETED:
         await _refuse_deleted(rt, upload, delivery)
         return
+    if existing is None:
+        await rt.store.mark_pending(upload)
     # Unchanged bytes need no new hash, unless the stored one was made by an older method.
     current = existing is not None and is_current(existing.get("hash_provenance"))
     known = existing.get("sha256") if existing and existing["state"] == HASHED and current else None

@@ -151,6 +151,32 @@ def _dead_letters(args: argparse.Namespace) -> int:
         return EXIT_FAILURES
 
 
+def _management_counts(base_url: str, queue: str) -> dict[str, int]:
+    """Counts of one queue from RabbitMQ's management API ({} when it does not answer)."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(base_url)
+    netloc = parts.hostname or "localhost"
+    if parts.port:
+        netloc += f":{parts.port}"
+    url = f"{parts.scheme}://{netloc}/api/queues/%2F/{urllib.parse.quote(queue, safe='')}"
+    request = urllib.request.Request(url)
+    if parts.username:
+        token = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            data = json.load(response)
+    except (urllib.error.URLError, TimeoutError, ValueError):
+        return {}
+    return {k: int(v) for k, v in data.items() if k.startswith("messages") and isinstance(v, int)}
+
+
 def _status(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -186,6 +212,13 @@ def _status(args: argparse.Namespace) -> int:
                     channel.close()
                 except pika.exceptions.ChannelClosedByBroker:
                     row[key] = None  # not declared yet: no worker has started
+            row["unacked"] = None
+            if settings.management_url:
+                held = _management_counts(settings.management_url, queue)
+                held_delayed = _management_counts(settings.management_url, delay_queue(queue))
+                row["unacked"] = held.get("messages_unacknowledged")
+                if held_delayed:  # workers hold due-later retries unacknowledged
+                    row["delayed"] = held_delayed.get("messages")
             channel = connection.channel()
             oldest = None
             if row.get("dead"):
@@ -216,7 +249,7 @@ def _status(args: argparse.Namespace) -> int:
     portals: dict[str, dict[str, object]] = {}
     for row in rows:
         portal = portals.setdefault(
-            str(row["portal_id"]), {"hashed": 0, "failed": {}, "deleted": 0}
+            str(row["portal_id"]), {"hashed": 0, "pending": 0, "failed": {}, "deleted": 0}
         )
         if row["state"] == "failed":
             failed = portal["failed"]
@@ -229,20 +262,27 @@ def _status(args: argparse.Namespace) -> int:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return EXIT_OK
-    print(f"{'queue':<22} {'ready':>7} {'delayed':>8} {'dead':>6} {'consumers':>9}  oldest dead")
+    print(
+        f"{'queue':<22} {'ready':>7} {'unacked':>8} {'delayed':>8} {'dead':>6} {'consumers':>9}"
+        "  oldest dead"
+    )
     for queue, row in queues.items():
         age = row["oldest_dead_letter_age_s"]
+        unacked = "-" if row["unacked"] is None else row["unacked"]
         print(
-            f"{queue:<22} {row['ready']!s:>7} {row['delayed']!s:>8} {row['dead']!s:>6} "
-            f"{row.get('consumers', '-')!s:>9}  "
+            f"{queue:<22} {row['ready']!s:>7} {unacked!s:>8} {row['delayed']!s:>8} "
+            f"{row['dead']!s:>6} {row.get('consumers', '-')!s:>9}  "
             f"{format_duration(float(age)) if isinstance(age, int) else '-'}"
         )
-    print(f"\n{'portal':<24} {'hashed':>8} {'deleted':>8}  failed")
+    print(f"\n{'portal':<24} {'hashed':>8} {'pending':>8} {'deleted':>8}  failed")
     for portal_id, portal in portals.items():
         failed = portal["failed"]
         assert isinstance(failed, dict)
         reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(failed.items()))
-        print(f"{portal_id:<24} {portal['hashed']!s:>8} {portal['deleted']!s:>8}  {reasons or '-'}")
+        print(
+            f"{portal_id:<24} {portal['hashed']!s:>8} {portal['pending']!s:>8} "
+            f"{portal['deleted']!s:>8}  {reasons or '-'}"
+        )
     return EXIT_OK
 
 

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     command_lock_ttl_ms: Annotated[int, Field(ge=1000)] = 60_000
     """How long a crashed worker's per-portal command lock blocks others."""
 
+    management_url: str | None = None
+    """RabbitMQ management API (e.g. `http://guest:guest@rabbitmq:15672`): lets `dupfinder
+    status` count unacknowledged and worker-held delayed messages, which AMQP cannot see."""
     http_port: Annotated[int, Field(ge=0, le=65535)] = 9200
     """First port of the worker processes' /metrics, /livez and /readyz (0 = any free port)."""
     liveness_timeout_s: Annotated[float, Field(gt=0)] = 660.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -36,7 +36,7 @@ from worker.hashing import HashedImage, phash_to_signed
 P = ParamSpec("P")
 T = TypeVar("T")
 
-HASHED, FAILED, DELETED = "hashed", "failed", "deleted"
+HASHED, FAILED, DELETED, PENDING = "hashed", "failed", "deleted", "pending"
 
 
 def utcnow() -> datetime:
@@ -182,7 +182,28 @@ class AssetStore:
             "hashed_at": hashed_at,
             "updated_at": now,
         }
-        return await self._upsert_live(upload, {"$set": fields, "$unset": {"failure": ""}})
+        return await self._upsert_live(
+            upload, {"$set": fields, "$unset": {"failure": "", "received_at": ""}}
+        )
+
+    @_store_errors
+    async def mark_pending(self, upload: AssetUploaded) -> None:
+        """Record a first upload as received, so it counts as pending until hashed or failed.
+
+        Only inserts: an asset that exists in any state is left as it is.
+        """
+        now = utcnow()
+        # A concurrent delivery, or the asset appearing meanwhile, leaves nothing to record.
+        with suppress(DuplicateKeyError):
+            await self._assets.insert_one(
+                {
+                    **_metadata(upload),
+                    "state": PENDING,
+                    "received_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
 
     @_store_errors
     async def mark_failed(self, upload: AssetUploaded, reason: str, detail: str) -> bool:

@@ -133,7 +133,7 @@ def test_status_reports_queues_and_portal_counts(
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["portals"] == {
-        portal: {"hashed": 1, "deleted": 0, "failed": {"unreadable_image": 1}}
+        portal: {"hashed": 1, "pending": 0, "deleted": 0, "failed": {"unreadable_image": 1}}
     }
     assert set(report["queues"]) == {
         "dupfinder.assets",
@@ -141,7 +141,10 @@ def test_status_reports_queues_and_portal_counts(
         "dupfinder.commands",
         "dupfinder.searches",
     }
-    assert report["queues"]["dupfinder.assets"]["consumers"] >= 1
+    assets = report["queues"]["dupfinder.assets"]
+    assert assets["consumers"] >= 1
+    # The management API (enabled by ./dev test) tells what workers hold unacknowledged
+    assert isinstance(assets["unacked"], int)
 
     table = subprocess.run(
         [sys.executable, "-m", "worker.cli", "status", "--portal", portal],

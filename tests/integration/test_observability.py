@@ -50,6 +50,9 @@ def test_liveness_fails_while_a_message_is_stuck_and_recovers(
             seen.append(status)
             if status == 503:
                 assert "in flight, none finished" in body
+                # and the asset shows as pending meanwhile (received, not yet hashed)
+                stuck = harness.asset(portal, "slow")
+                assert stuck is not None and stuck["state"] == "pending"
                 break
             time.sleep(0.2)
         assert 503 in seen
