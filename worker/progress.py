@@ -36,7 +36,9 @@ class Progress:
             line = f"{what} {done} {unit}, {rate:.1f}/s"
         else:
             eta = (total - done) / rate if rate else 0.0
-            line = f"{what} {done}/{total} {unit}, {rate:.1f}/s, about {eta:.0f} s left"
+            filled = round(20 * done / total) if total else 20
+            bar = "#" * filled + "." * (20 - filled)
+            line = f"[{bar}] {what} {done}/{total} {unit}, {rate:.1f}/s, about {eta:.0f} s left"
         if self._tty:
             end = "\n" if final else ""
             self._stream.write(f"\r{line}{end}")

@@ -73,7 +73,7 @@ def test_scan_table_and_unreadable_files(tmp_path: Path) -> None:
     assert "set 1: 3 images" in result.stdout
     assert "5 files, 1 unreadable, 1 duplicate sets, 2 duplicates" in result.stdout
     assert f"skipped {tmp_path / 'broken.jpg'}: unreadable_image" in result.stderr
-    assert "hashed 5/5 files" in result.stderr  # progress
+    assert "] hashed 5/5 files" in result.stderr  # progress bar, count, rate
 
 
 def test_scan_default_is_exact_match(tmp_path: Path) -> None:
