@@ -258,6 +258,8 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
         rt.settings.max_source_bytes,
         rt.settings.fetch_timeout_s,
         rt.settings.fetch_connect_timeout_s,
+        roots=rt.settings.source_roots,
+        hosts=rt.settings.source_hosts,
     )
     started = time.perf_counter()
     try:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: RabbitMQ closes a channel whose deliveries stay unacked this long (its default), redelivering
 #: everything it held; delayed retries are held unacked, so backoffs must stay well below it.
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     """Deadline for reading one source in full (a server that streams forever is cut off)."""
     fetch_connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     """Deadline for connecting to an HTTP source."""
+    source_roots: Annotated[tuple[Path, ...] | None, NoDecode] = None
+    """Comma-separated folders local sources must lie in (links resolved); unset = anywhere."""
+    source_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Comma-separated host names or address ranges (CIDR) URL sources may name; unset = any
+    host but link-local and cloud-metadata addresses, which are refused in every case."""
 
     processes: Annotated[int, Field(ge=1)] = max(1, os.cpu_count() or 1)
     """Worker processes started by `dupfinder worker`."""
@@ -77,6 +83,23 @@ class Settings(BaseSettings):
     """Duplicate sets per `duplicates.found` message."""
     log_level: str = "INFO"
     """Python logging level of the worker."""
+
+    @field_validator("source_roots", "source_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            items = tuple(item.strip() for item in value.split(",") if item.strip())
+            return items or None
+        return value
+
+    @field_validator("source_roots", mode="after")
+    @classmethod
+    def _absolute_roots(cls, roots: tuple[Path, ...] | None) -> tuple[Path, ...] | None:
+        if roots is None:
+            return None
+        if not all(root.is_absolute() for root in roots):
+            raise ValueError("source roots must be absolute paths")
+        return tuple(Path(os.path.realpath(root)) for root in roots)
 
     @model_validator(mode="after")
     def _backoff_within_consumer_timeout(self) -> Settings:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import os
 import socket
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from worker.errors import SourceNotFound, SourceRefused, SourceUnavailable, TooLarge
@@ -23,13 +25,22 @@ from worker.errors import SourceNotFound, SourceRefused, SourceUnavailable, TooL
 _CHUNK = 1 << 20
 
 
+#: Hosts that serve cloud credentials; never fetched, whatever the configuration says.
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+
+
 @dataclass(frozen=True, slots=True)
 class FetchLimits:
-    """Bounds on one read."""
+    """Bounds on one read, and what the worker may read at all."""
 
     max_bytes: int
     timeout_s: float
     connect_timeout_s: float
+    roots: tuple[Path, ...] | None = None
+    """Local sources must lie under one of these folders (after resolving links); None = any."""
+    hosts: tuple[str, ...] | None = None
+    """URL hosts allowed: names, or address ranges such as `10.20.0.0/16`; None = any host but
+    link-local and cloud-metadata addresses."""
 
 
 def fetch(source: str, limits: FetchLimits) -> bytes:
@@ -40,7 +51,16 @@ def fetch(source: str, limits: FetchLimits) -> bytes:
     return _read_file(path, limits)
 
 
+def _check_path(path: Path, roots: tuple[Path, ...] | None) -> None:
+    if roots is None:
+        return
+    real = Path(os.path.realpath(path))  # resolves `..` and symbolic links out of a root
+    if not any(real == root or root in real.parents for root in roots):
+        raise SourceRefused(f"{path} is outside the configured source roots")
+
+
 def _read_file(path: Path, limits: FetchLimits) -> bytes:
+    _check_path(path, limits.roots)
     try:
         with path.open("rb") as f:
             size = path.stat().st_size
@@ -60,26 +80,57 @@ def _read_file(path: Path, limits: FetchLimits) -> bytes:
     return data
 
 
-def _refuse_link_local(host: str) -> None:
-    # Cloud metadata services live on link-local addresses; a portal message must never make the
-    # worker fetch credentials from them.
+def check_host(host: str, allowed: tuple[str, ...] | None) -> None:
+    """Refuse a URL host the configuration does not allow.
+
+    Cloud metadata services live on link-local addresses; a portal message must never make the
+    worker fetch credentials from them, so those are refused in every configuration.
+    """
+    if host.lower().rstrip(".") in METADATA_HOSTS:
+        raise SourceRefused(f"{host} is a cloud metadata service, which the worker never fetches")
     try:
-        infos = socket.getaddrinfo(host, None)
+        addresses = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except socket.gaierror as e:
         raise SourceUnavailable(f"cannot resolve {host}: {e}") from e
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
+    for address in addresses:
         if address.is_link_local or address.is_multicast or address.is_unspecified:
             raise SourceRefused(f"{host} resolves to {address}, which the worker never fetches")
+    if allowed is None or host.lower() in (entry.lower() for entry in allowed):
+        return
+    networks = []
+    for entry in allowed:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            continue  # a host name, compared above
+    if networks and all(any(a in net for net in networks) for a in addresses):
+        return
+    raise SourceRefused(f"{host} is not among the configured source hosts")
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a host the configuration allows."""
+
+    def __init__(self, allowed: tuple[str, ...] | None) -> None:
+        self._allowed = allowed
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        target = urlsplit(newurl)
+        if target.scheme not in ("http", "https"):
+            raise SourceRefused(f"redirect to {newurl} leaves HTTP")
+        check_host(target.hostname or "", self._allowed)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _fetch_http(url: str, limits: FetchLimits) -> bytes:
-    host = urlsplit(url).hostname or ""
-    _refuse_link_local(host)
+    check_host(urlsplit(url).hostname or "", limits.hosts)
     deadline = time.monotonic() + limits.timeout_s
     request = urllib.request.Request(url, headers={"User-Agent": "dupfinder-worker"})
+    opener = urllib.request.build_opener(_CheckedRedirects(limits.hosts))
     try:
-        with urllib.request.urlopen(request, timeout=limits.connect_timeout_s) as response:
+        with opener.open(request, timeout=limits.connect_timeout_s) as response:
             length = response.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > limits.max_bytes:
                 raise TooLarge(f"{url} is {length} bytes, over the limit of {limits.max_bytes}")

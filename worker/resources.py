@@ -49,6 +49,16 @@ class Resources(Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         settings = get_settings()
+        if settings.source_roots is None:
+            log.warning(
+                "DUPFINDER_SOURCE_ROOTS is unset: a message can make this worker read any local "
+                "file it has access to. Set it to the folders that hold the portal's images."
+            )
+        if settings.source_hosts is None:
+            log.warning(
+                "DUPFINDER_SOURCE_HOSTS is unset: a message can make this worker fetch from any "
+                "host but link-local and metadata addresses. Set it to the portal's image hosts."
+            )
         # Pillow warns above this many pixels and refuses above twice as many; aligning it with
         # our own limit keeps its guard in step with the one `hashing` applies.
         Image.MAX_IMAGE_PIXELS = settings.max_pixels

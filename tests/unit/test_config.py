@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -74,3 +75,16 @@ def test_json_logs_carry_the_ids_of_the_message_being_handled() -> None:
     assert entry["message"] == "hashed x"
     assert (entry["portal_id"], entry["asset_id"], entry["message_id"]) == ("p1", "a1", "m1")
     assert entry["level"] == "WARNING" and "\n" not in line
+
+
+def test_source_roots_and_hosts_are_comma_separated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DUPFINDER_SOURCE_ROOTS", f"{tmp_path}/a, {tmp_path}/b")
+    monkeypatch.setenv("DUPFINDER_SOURCE_HOSTS", "images.example.org,10.20.0.0/16")
+    settings = Settings()
+    assert settings.source_roots == (tmp_path / "a", tmp_path / "b")
+    assert settings.source_hosts == ("images.example.org", "10.20.0.0/16")
+    monkeypatch.setenv("DUPFINDER_SOURCE_ROOTS", "relative/path")
+    with pytest.raises(ValidationError, match="absolute"):
+        Settings()
