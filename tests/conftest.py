@@ -33,6 +33,10 @@ import pytest
 from tests.harness import Harness, SecantusServer
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="fault tests at ten times the size")
+
+
 @pytest.fixture(scope="session")
 def secantus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecantusServer | None]:
     """The in-process server, or None when the tests use an external MongoDB."""

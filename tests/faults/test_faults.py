@@ -1,0 +1,211 @@
+"""Fault injection with a ledger: uploads keep flowing while workers, the broker and the
+database fail; afterwards five invariants are checked (see ledger.check).
+
+Each scenario runs against a RabbitMQ node and a database server of this module's own. CI runs
+the default size; `pytest tests/faults --long` runs ten times as many uploads.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pymongo.database
+import pytest
+
+from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess
+from tests.faults.ledger import Ledger, check
+from tests.images import photo, write
+from worker.hashing import hash_image
+
+PORTALS = 5
+
+
+@dataclass
+class Rig:
+    node: RabbitNode
+    db_server: DatabaseServer
+    worker: WorkerProcess
+    db: pymongo.database.Database[dict[str, Any]]
+    images: list[tuple[Path, str]]
+    uploads: int
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    folder = tmp_path_factory.mktemp("faults")
+    node = RabbitNode()
+    db_server = DatabaseServer(folder / "db")
+    node.start()
+    db_server.start()
+    images = []
+    for n in range(30):
+        path = write(folder / "images" / f"{n}.png", photo(500 + n, size=(64, 48)))
+        images.append((path, hash_image(path.read_bytes(), max_pixels=10**8).phash))
+    env = {
+        **os.environ,
+        "DUPFINDER_AMQP_URL": node.url,
+        "DUPFINDER_MONGODB_URL": db_server.url,
+        "DUPFINDER_MONGODB_DATABASE": "faults",
+        "DUPFINDER_MANAGEMENT_URL": "",
+        "DUPFINDER_HTTP_PORT": "0",
+        "DUPFINDER_LOG_FORMAT": "text",
+        "DUPFINDER_MAX_RETRIES": "30",
+        "DUPFINDER_MIN_BACKOFF_MS": "200",
+        "DUPFINDER_MAX_BACKOFF_MS": "2000",
+        "DUPFINDER_MONGODB_TIMEOUT_MS": "2000",
+    }
+    worker = WorkerProcess(env, folder / "worker.log")
+    worker.start()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(db_server.url)
+    uploads = 300 * (10 if request.config.getoption("--long") else 1)
+    try:
+        yield Rig(node, db_server, worker, client["faults"], images, uploads)
+    finally:
+        client.close()
+        if worker.alive():
+            worker.kill9()
+        db_server.stop()
+        node.stop()
+
+
+def run(rig: Rig, name: str, fault_at: dict[int, Callable[[], None]], bound_s: float) -> None:
+    """Publish the uploads over five portals, injecting faults at given positions, then check."""
+    if not rig.worker.alive():
+        rig.worker.start()
+    time.sleep(1)
+    memory_before = rig.worker.rss_mib()
+    ledger = Ledger(rig.node.url)
+    rng = random.Random(name)
+    try:
+        for n in range(rig.uploads):
+            if n in fault_at:
+                fault_at[n]()
+            path, phash = rig.images[rng.randrange(len(rig.images))]
+            ledger.publish(f"{name}-{n % PORTALS}", f"a{n}", path, phash)
+    finally:
+        ledger.close()
+    verdicts = check(
+        ledger,
+        rig.db,
+        drained_within_s=bound_s,
+        workers_alive=rig.worker.alive,
+        memory_mib=rig.worker.rss_mib,
+        memory_before_mib=memory_before,
+    )
+    print("\n" + verdicts.report(f"{name}: {len(ledger.entries)} confirmed uploads"))
+    assert verdicts.ok, verdicts.report(name)
+
+
+def test_kill_9_of_the_worker_during_load(rig: Rig) -> None:
+    def crash_and_restart() -> None:
+        time.sleep(random.uniform(0.2, 0.8))  # land mid-hash, mid-write or mid-publish
+        rig.worker.kill9()
+        rig.worker.start()
+
+    step = rig.uploads // 6
+    run(rig, "kill9", {step * k: crash_and_restart for k in range(1, 6)}, bound_s=120)
+
+
+def test_sigterm_lets_in_flight_work_finish(rig: Rig) -> None:
+    codes = []
+
+    def stop_and_start() -> None:
+        codes.append(rig.worker.terminate())
+        rig.worker.start()
+
+    run(rig, "sigterm", {rig.uploads // 2: stop_and_start}, bound_s=120)
+    assert codes == [0]
+
+
+def test_broker_restart_and_dropped_connections(rig: Rig) -> None:
+    run(
+        rig,
+        "broker",
+        {
+            rig.uploads // 4: rig.node.close_all_connections,
+            rig.uploads // 2: rig.node.restart_app,
+            3 * rig.uploads // 4: rig.node.close_all_connections,
+        },
+        bound_s=180,
+    )
+
+
+def test_database_outage_during_load(rig: Rig) -> None:
+    def outage() -> None:
+        rig.db_server.stop()
+        time.sleep(5)
+        rig.db_server.start()
+
+    run(rig, "database", {rig.uploads // 3: outage}, bound_s=180)
+
+
+def test_memory_alarm_blocks_for_a_while_and_nothing_hangs(rig: Rig) -> None:
+    def alarm() -> None:
+        # RabbitMQ blocks every publisher while the alarm lasts (workers' result publishes too)
+        rig.node.ctl("set_vm_memory_high_watermark", "0.0000001")
+        time.sleep(8)
+        rig.node.ctl("set_vm_memory_high_watermark", "0.4")
+
+    # Ten publishes queued behind the alarm: run it in a thread while the load continues
+    import threading
+
+    def background() -> None:
+        threading.Thread(target=alarm, daemon=True).start()
+
+    run(rig, "alarm", {rig.uploads // 3: background}, bound_s=180)
+
+
+def test_flood_with_duplicate_deliveries(rig: Rig, request: pytest.FixtureRequest) -> None:
+    """Ten times the uploads over five portals, one in ten delivered twice; latency figures."""
+    from tests.faults.ledger import ResultWatcher
+
+    if not rig.worker.alive():
+        rig.worker.start()
+    time.sleep(1)
+    count = rig.uploads * (10 if request.config.getoption("--long") else 3)
+    watcher = ResultWatcher(rig.node.url)
+    ledger = Ledger(rig.node.url)
+    memory_before = rig.worker.rss_mib()
+    rng = random.Random("flood")
+    start = time.monotonic()
+    try:
+        for n in range(count):
+            path, phash = rig.images[rng.randrange(len(rig.images))]
+            ledger.publish(f"flood-{n % PORTALS}", f"f{n}", path, phash, twice=n % 10 == 0)
+    finally:
+        ledger.close()
+    verdicts = check(
+        ledger,
+        rig.db,
+        drained_within_s=300,
+        workers_alive=rig.worker.alive,
+        memory_mib=rig.worker.rss_mib,
+        memory_before_mib=memory_before,
+    )
+    deadline = time.monotonic() + 30
+    while len(watcher.first_hashed) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    watcher.stop()
+    latencies = sorted(
+        watcher.first_hashed[key] - sent
+        for key, sent in ledger.published_at.items()
+        if key in watcher.first_hashed
+    )
+    elapsed = max(watcher.first_hashed.values()) - start
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    print(
+        "\n"
+        + verdicts.report(f"flood: {count} confirmed uploads, {count // 10} twice")
+        + f"\n  figures: {count / elapsed:.0f} uploads/s end to end, publish-to-hashed p50 "
+        f"{p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; {watcher.events} asset.hashed "
+        f"events for {len(watcher.first_hashed)} assets"
+    )
+    assert verdicts.ok, verdicts.report("flood")
+    assert len(watcher.first_hashed) == count
