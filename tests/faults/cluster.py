@@ -167,6 +167,9 @@ class WorkerProcess:
         self.process = None
         return code
 
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

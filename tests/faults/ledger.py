@@ -119,6 +119,7 @@ class ResultWatcher:
 
         self.first_hashed: dict[tuple[str, str], float] = {}
         self.events = 0
+        self.reconnects = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(amqp_url,), daemon=True)
@@ -126,23 +127,38 @@ class ResultWatcher:
         self._ready.wait(30)
 
     def _run(self, amqp_url: str) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch(amqp_url)
+            except (pika.exceptions.AMQPError, OSError):
+                # The fault under test may drop this connection too: reconnect. Events sent
+                # while it was down reached no queue of ours and are not counted.
+                self.reconnects += 1
+                time.sleep(0.5)
+
+    def _watch(self, amqp_url: str) -> None:
         import json
 
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        channel = connection.channel()
-        channel.exchange_declare("dupfinder.results", exchange_type="topic", durable=True)
-        queue = channel.queue_declare("", exclusive=True).method.queue
-        channel.queue_bind(queue, "dupfinder.results", routing_key="asset.hashed")
-        self._ready.set()
-        for method, _props, body in channel.consume(queue, auto_ack=True, inactivity_timeout=0.2):
-            if self._stop.is_set():
-                break
-            if method is not None:
-                event = json.loads(body)
-                self.events += 1
-                key = (event["portal_id"], event["asset_id"])
-                self.first_hashed.setdefault(key, time.monotonic())
-        connection.close()
+        try:
+            channel = connection.channel()
+            channel.exchange_declare("dupfinder.results", exchange_type="topic", durable=True)
+            queue = channel.queue_declare("", exclusive=True).method.queue
+            channel.queue_bind(queue, "dupfinder.results", routing_key="asset.hashed")
+            self._ready.set()
+            for method, _props, body in channel.consume(
+                queue, auto_ack=True, inactivity_timeout=0.2
+            ):
+                if self._stop.is_set():
+                    return
+                if method is not None:
+                    event = json.loads(body)
+                    self.events += 1
+                    key = (event["portal_id"], event["asset_id"])
+                    self.first_hashed.setdefault(key, time.monotonic())
+        finally:
+            if connection.is_open:
+                connection.close()
 
     def stop(self) -> None:
         self._stop.set()
