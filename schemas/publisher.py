@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import json
 from types import TracebackType
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pika
 
 from schemas.contract import ROUTES, ActorRoute, queue_arguments
 from schemas.envelope import build_envelope
 from schemas.messages import Payload
+
+
+def with_connection_defaults(amqp_url: str) -> str:
+    """`amqp_url` plus the connection options that keep pika from hanging, unless given.
+
+    Without `blocked_connection_timeout`, a publish blocks forever under a RabbitMQ memory or
+    disk alarm; without `heartbeat`, a dead peer is noticed only by TCP, minutes later.
+    """
+    parts = urlsplit(amqp_url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("heartbeat", "60")
+    query.setdefault("blocked_connection_timeout", "300")
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class PortalPublisher:
@@ -24,7 +38,9 @@ class PortalPublisher:
     """
 
     def __init__(self, amqp_url: str) -> None:
-        self._connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        self._connection = pika.BlockingConnection(
+            pika.URLParameters(with_connection_defaults(amqp_url))
+        )
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
         # Declare with the worker's exact arguments, so a portal that starts first neither loses

@@ -11,10 +11,11 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.publisher import with_connection_defaults
 
 #: RabbitMQ closes a channel whose deliveries stay unacked this long (its default), redelivering
 #: everything it held; delayed retries are held unacked, so backoffs must stay well below it.
@@ -117,16 +118,8 @@ class Settings(BaseSettings):
 
     @property
     def amqp_url_with_defaults(self) -> str:
-        """`amqp_url` plus the connection options that keep pika from hanging.
-
-        Without `blocked_connection_timeout`, a publish blocks forever under a RabbitMQ memory or
-        disk alarm; without `heartbeat`, a dead peer is noticed only by TCP, minutes later.
-        """
-        parts = urlsplit(self.amqp_url)
-        query = dict(parse_qsl(parts.query))
-        query.setdefault("heartbeat", "60")
-        query.setdefault("blocked_connection_timeout", "300")
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        """`amqp_url` with heartbeats and a blocked-connection timeout (see the publisher)."""
+        return with_connection_defaults(self.amqp_url)
 
 
 @lru_cache(maxsize=1)

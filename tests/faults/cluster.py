@@ -127,7 +127,7 @@ class WorkerProcess:
     """`dupfinder worker` as its own process group, killable like a real deployment's."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._env = env
+        self.env = env
         self._log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -146,7 +146,7 @@ class WorkerProcess:
                     "--threads",
                     "4",
                 ],
-                env=self._env,
+                env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

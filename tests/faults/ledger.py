@@ -19,7 +19,7 @@ import pymongo
 import pymongo.database
 
 from schemas.contract import ROUTES, dead_letter_queue, delay_queue
-from schemas.messages import AssetUploaded
+from schemas.messages import AssetUploaded, Payload
 from schemas.publisher import PortalPublisher
 
 
@@ -58,7 +58,7 @@ class Ledger:
             self._publish_confirmed(upload, message_id, deadline)
         self.entries.append(Entry(message_id, portal, asset_id, phash))
 
-    def _publish_confirmed(self, upload: AssetUploaded, message_id: str, deadline: float) -> None:
+    def _publish_confirmed(self, upload: Payload, message_id: str, deadline: float) -> None:
         while True:
             try:
                 self._publisher().publish(upload, message_id=message_id)
@@ -73,10 +73,15 @@ class Ledger:
 
     _connection: PortalPublisher | None = None
 
+    def send(self, payload: Payload) -> None:
+        """Publish any payload once, confirmed (commands and searches)."""
+        self._publish_confirmed(payload, str(uuid.uuid4()), time.monotonic() + 120)
+
     def _publisher(self) -> PortalPublisher:
         if self._connection is None:
             # Under a memory alarm RabbitMQ blocks publishers; time out instead of hanging.
             self._connection = PortalPublisher(self.amqp_url + "?blocked_connection_timeout=20")
+            # (the publisher adds a 300 s default; the suite wants a faster verdict)
         return self._connection
 
     def _drop(self) -> None:
@@ -159,6 +164,51 @@ class ResultWatcher:
         finally:
             if connection.is_open:
                 connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class CommandWatcher:
+    """Collects command outcomes (`original.changed`, `duplicates.deleted`, `command.rejected`)."""
+
+    def __init__(self, amqp_url: str) -> None:
+        import json
+        import threading
+
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        ready = threading.Event()
+
+        def run() -> None:
+            connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+            channel = connection.channel()
+            channel.exchange_declare("dupfinder.results", exchange_type="topic", durable=True)
+            queue = channel.queue_declare("", exclusive=True).method.queue
+            for key in ("original.changed", "duplicates.deleted", "command.rejected"):
+                channel.queue_bind(queue, "dupfinder.results", routing_key=key)
+            ready.set()
+            for method, _props, body in channel.consume(
+                queue, auto_ack=True, inactivity_timeout=0.2
+            ):
+                if self._stop.is_set():
+                    break
+                if method is not None:
+                    self.events.append({**json.loads(body), "_type": method.routing_key})
+            connection.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(30)
+
+    def wait(self, count: int, timeout_s: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.events) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.events)} of {count} command outcomes arrived")
+            time.sleep(0.2)
+        return list(self.events)
 
     def stop(self) -> None:
         self._stop.set()
