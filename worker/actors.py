@@ -62,6 +62,7 @@ from worker.errors import (
     PermanentError,
     SourceError,
     TransientError,
+    describe,
 )
 from worker.fetching import FetchLimits, fetch
 from worker.hashing import HashedImage, hash_image, is_current, provenance, sha256_hex
@@ -151,7 +152,7 @@ def _contract_actor(
                 try:
                     payload = model.model_validate(raw)
                 except ValidationError as e:
-                    raise InvalidMessage(_describe(e)) from None
+                    raise InvalidMessage(describe(e)) from None
             except InvalidMessage as e:
                 log.error(
                     "dead-lettering invalid %s message %s: %s",
@@ -217,12 +218,6 @@ def _loop() -> Any:
     if loop_thread is None:
         raise RuntimeError("the AsyncIO middleware is not running")
     return loop_thread
-
-
-def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors()
-    )
 
 
 # ----- assets -----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import ValidationError
 
 from schemas.messages import AssetUploaded
+from worker.errors import describe
 
 #: Decides whether an upload can be skipped: returns a reason ("already hashed from the same
 #: bytes", "deleted") or None to send it.
@@ -123,7 +124,7 @@ def backfill(
             try:
                 upload = AssetUploaded.model_validate(item)
             except ValidationError as e:
-                report.refused.append((number, _describe(e)))
+                report.refused.append((number, describe(e)))
             else:
                 reason = known(upload) if known is not None else None
                 if reason is not None:
@@ -141,12 +142,6 @@ def backfill(
             progress(number)
     state.save(done=True)
     return report
-
-
-def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors()
-    )
 
 
 def local_path(source: str) -> Path | None:

@@ -32,14 +32,9 @@ from pydantic import ValidationError
 
 from schemas.envelope import Envelope
 from worker.config import Settings
+from worker.errors import describe
 
 log = logging.getLogger(__name__)
-
-
-def _summarise(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'envelope'}: {e['msg']}" for e in error.errors()
-    )
 
 
 class StrictEncoder(JSONEncoder):
@@ -59,7 +54,7 @@ class StrictEncoder(JSONEncoder):
         try:
             Envelope.model_validate(message)
         except ValidationError as e:
-            reason = _summarise(e)
+            reason = describe(e)
             log.error("dead-lettering a malformed envelope: %s", reason)
             raise DecodeError(f"malformed envelope: {reason}", data[:80], e) from None
         result: MessageData = message

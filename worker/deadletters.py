@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from schemas import messages
 from schemas.contract import ACTORS, BACKFILL_ROUTE, dead_letter_queue
 from schemas.envelope import Envelope
+from worker.errors import describe
 
 #: How long RabbitMQ keeps a dead letter (Dramatiq declares every XQ with this TTL, 7 days).
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
@@ -96,7 +97,7 @@ def death_reason(body: bytes) -> tuple[dict[str, Any] | None, str]:
     try:
         Envelope.model_validate(envelope)
     except ValidationError as e:
-        return envelope, "malformed envelope: " + _errors(e)
+        return envelope, "malformed envelope: " + describe(e)
     routes = {route.actor_name: (name, route) for name, route in ACTORS.items()}
     routes[BACKFILL_ROUTE.actor_name] = ("AssetUploaded", BACKFILL_ROUTE)
     if envelope["actor_name"] not in routes:
@@ -107,19 +108,13 @@ def death_reason(body: bytes) -> tuple[dict[str, Any] | None, str]:
     try:
         getattr(messages, model_name).model_validate(envelope["args"][0])
     except ValidationError as e:
-        return envelope, "invalid payload: " + _errors(e)
+        return envelope, "invalid payload: " + describe(e)
     traceback = envelope["options"].get("traceback")
     if traceback:
         retries = envelope["options"].get("retries", 0)
         last = traceback.strip().splitlines()[-1]
         return envelope, f"gave up after {retries} retries: {last}"
     return envelope, "failed permanently on its first attempt (see the asset's failure reason)"
-
-
-def _errors(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
-    )
 
 
 def _died_at(properties: pika.BasicProperties) -> datetime | None:

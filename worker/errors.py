@@ -21,6 +21,16 @@ retrying; anything else (a bug) is retried a bounded number of times and then de
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+
+def describe(error: ValidationError) -> str:
+    """A validation error in one line, field by field: what a log, a failure event or a dead
+    letter's reason shows."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors()
+    )
+
 
 class DupfinderError(Exception):
     """Base of every error dupfinder raises on purpose."""
