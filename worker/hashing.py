@@ -21,8 +21,6 @@ from importlib.metadata import version
 from typing import Any
 
 import imagehash
-import numpy as np
-from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from worker.errors import TooLarge, UnreadableImage, UnsupportedFormat
@@ -253,8 +251,3 @@ def phash_to_signed(phash: str) -> int:
 def signed_to_phash(value: int) -> str:
     """Inverse of `phash_to_signed`."""
     return (value & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big").hex()
-
-
-def hashes_to_array(phashes: list[str]) -> NDArray[np.uint64]:
-    """Hex pHashes as an unsigned 64-bit array, the grouping core's input."""
-    return np.array([int(h, 16) for h in phashes], dtype=np.uint64)

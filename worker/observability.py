@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -199,15 +198,6 @@ def _serve(
         threading.Thread(target=server.serve_forever, name="dupfinder-http", daemon=True).start()
         return server, int(server.server_address[1])
     raise OSError(f"no free port from {first_port} to {first_port + 63}")
-
-
-def port_open(host: str, port: int, timeout_s: float) -> bool:
-    """Whether something accepts TCP connections there."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 class JsonFormatter(logging.Formatter):
