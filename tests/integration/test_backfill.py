@@ -11,19 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.cli import dupfinder
 from tests.harness import Harness
 from tests.images import photo, write
 
 
 def backfill(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "backfill", "--quiet", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=dict(os.environ),
-    )
+    return dupfinder("backfill", "--quiet", *args, timeout=timeout)
 
 
 def line(portal: str, asset_id: str, source: Path, **extra: Any) -> str:
@@ -158,14 +152,7 @@ def test_rehash_re_enqueues_hashes_made_by_an_older_method(
     before = harness.asset(portal, "h0")
     assert before is not None
 
-    result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "rehash", "--portal", portal],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=dict(os.environ),
-    )
+    result = dupfinder("rehash", "--portal", portal)
 
     assert result.returncode == 0, result.stderr
     assert "re-enqueued 1 assets" in result.stdout

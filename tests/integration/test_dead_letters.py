@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,19 +12,13 @@ from typing import Any
 from schemas.contract import ASSETS_QUEUE
 from schemas.envelope import build_envelope
 from schemas.messages import AssetUploaded
+from tests.cli import dupfinder
 from tests.harness import Harness
 from tests.images import photo, write
 
 
 def dead_letters(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "dead-letters", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=dict(os.environ),
-    )
+    return dupfinder("dead-letters", *args, timeout=60)
 
 
 def listed(portal: str, count: int, timeout: float = 20) -> list[dict[str, Any]]:
@@ -122,14 +114,7 @@ def test_status_reports_queues_and_portal_counts(
     harness.upload(portal, "bad", images / "bad.png")
     harness.wait_for(portal, ("asset.hashed", "asset.failed"), count=2)
 
-    result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status", "--portal", portal, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=dict(os.environ),
-    )
+    result = dupfinder("status", "--portal", portal, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["portals"] == {
@@ -146,12 +131,5 @@ def test_status_reports_queues_and_portal_counts(
     # The management API (enabled by ./dev test) tells what workers hold unacknowledged
     assert isinstance(assets["unacked"], int)
 
-    table = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status", "--portal", portal],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=dict(os.environ),
-    )
+    table = dupfinder("status", "--portal", portal)
     assert table.returncode == 0 and "unreadable_image 1" in table.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import dupfinder
 from tests.harness import Harness
 from tests.images import photo, write
 
@@ -47,14 +48,7 @@ def test_the_worker_command_serves_the_queues_and_stops_cleanly(
 
 
 def run_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "check"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return dupfinder("check", env=env, timeout=60)
 
 
 def test_check_reports_ready_services(harness: Harness) -> None:

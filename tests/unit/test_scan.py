@@ -5,22 +5,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from PIL import Image
 
+from tests.cli import dupfinder
 from tests.images import photo, write
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "scan", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return dupfinder("scan", *args)
 
 
 def make_folder(root: Path) -> None:
