@@ -44,7 +44,6 @@ def _check(args: argparse.Namespace) -> int:
     import pika
 
     from worker.errors import StoreUnavailable
-    from worker.store import AssetStore
 
     settings = get_settings()
     failures = []
@@ -54,13 +53,8 @@ def _check(args: argparse.Namespace) -> int:
         failures.append(f"RabbitMQ: {e!r}")
 
     async def ping() -> None:
-        store = AssetStore.connect(
-            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
-        )
-        try:
-            await store.ping()
-        finally:
-            await store.close()
+        store = await _open_store(settings)  # pings
+        await store.close()
 
     try:
         asyncio.run(ping())
@@ -185,7 +179,6 @@ def _status(args: argparse.Namespace) -> int:
     from schemas.contract import ROUTES, dead_letter_queue, delay_queue
     from worker.deadletters import DeadLetterQueue, format_duration, now
     from worker.errors import StoreUnavailable
-    from worker.store import AssetStore
 
     settings = get_settings()
     report: dict[str, object] = {"queues": {}, "portals": {}}
@@ -233,9 +226,7 @@ def _status(args: argparse.Namespace) -> int:
     report["queues"] = queues
 
     async def counts() -> list[dict[str, object]]:
-        store = AssetStore.connect(
-            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
-        )
+        store = await _open_store(settings)
         try:
             return await store.state_counts(args.portal)
         finally:
@@ -372,12 +363,15 @@ def _backfill(args: argparse.Namespace) -> int:
 
 
 async def _open_store(settings: Settings) -> AssetStore:
+    """A store on the configured database, pinged so that an outage is reported at once."""
     from worker.store import AssetStore
 
-    store = AssetStore.connect(
-        settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
-    )
-    await store.ping()
+    store = AssetStore.from_settings(settings)
+    try:
+        await store.ping()
+    except BaseException:
+        await store.close()
+        raise
     return store
 
 

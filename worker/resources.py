@@ -77,9 +77,7 @@ class Resources(Middleware):
 
     @staticmethod
     async def _open_store(settings: Settings) -> AssetStore:
-        store = AssetStore.connect(
-            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
-        )
+        store = AssetStore.from_settings(settings)
         try:
             await store.ensure_indexes()
         except Exception:

@@ -28,6 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError
 
 from schemas.messages import AssetUploaded, Scope
+from worker.config import Settings
 from worker.deletion import AssetFacts
 from worker.errors import StoreUnavailable
 from worker.grouping import Candidates
@@ -120,6 +121,13 @@ class AssetStore:
             appname="dupfinder-worker",
         )
         return cls(client, database)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AssetStore:
+        """A store on the configured server and database (see `connect`)."""
+        return cls.connect(
+            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
+        )
 
     async def close(self) -> None:
         """Close the client and its pools."""
