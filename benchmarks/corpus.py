@@ -77,12 +77,13 @@ def camera_like(photo: Image.Image, megapixels: float, seed: int) -> Image.Image
 def encoded(image: Image.Image, fmt: str) -> bytes:
     """Bytes of the image as a DAM would receive them in `fmt`."""
     buffer = io.BytesIO()
-    options: dict[str, object] = {
+    by_format: dict[str, dict[str, object]] = {
         "JPEG": {"quality": 92},
         "WEBP": {"quality": 90},
         "TIFF": {"compression": "tiff_lzw"},
         "PNG": {"compress_level": 6},
-    }.get(fmt, {})
+    }
+    options = by_format.get(fmt, {})
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from worker.matching import KINDS, Fingerprints, confirmed_pairs
 from worker.neighbours import pairs_within
 
 IntArray = NDArray[np.int64]
@@ -42,6 +43,15 @@ class Group:
     """The original first, then the others in original order."""
     distances: NDArray[np.int64]
     """Hamming distance of each member to the original (0 for the original)."""
+    kinds: NDArray[np.int8] | None = None
+    """Verified matching only: how each member matches the original (codes into
+    `matching.KINDS`, 0 = the original itself)."""
+    similarity: NDArray[np.float64] | None = None
+    """Verified matching only: signature similarity of each member to the original."""
+
+    def kind(self, position: int) -> str | None:
+        """The published name of how the member at `position` matches (None under `phash`)."""
+        return None if self.kinds is None else KINDS[int(self.kinds[position])]
 
 
 def original_key(
@@ -108,15 +118,46 @@ def _radius_sets(
 ) -> list[Group]:
     # Only assets with a neighbour can be in a set: find every close pair once (multi-index
     # hashing, exact), then run the greedy rule over that sparse graph in original order.
-    n = len(hashes)
     first, second, distance = pairs_within(hashes, max_distance)
+    return _greedy_sets(len(hashes), order, first, second, distance, None, None)
+
+
+def form_verified_sets(prints: Fingerprints, order: NDArray[np.intp]) -> list[Group]:
+    """Duplicate sets under the verified matcher (see `matching`), formed like `form_sets`.
+
+    Every member is a confirmed match of its own original; members carry the kind of match and
+    the similarity.
+    """
+    found = confirmed_pairs(prints)
+    return _greedy_sets(
+        len(prints.phashes),
+        order,
+        found.first,
+        found.second,
+        found.distance,
+        found.kind,
+        found.similarity,
+    )
+
+
+def _greedy_sets(
+    n: int,
+    order: NDArray[np.intp],
+    first: NDArray[np.intp],
+    second: NDArray[np.intp],
+    distance: NDArray[np.int64],
+    kind: NDArray[np.int8] | None,
+    similarity: NDArray[np.float64] | None,
+) -> list[Group]:
+    """The product's rule over a sparse graph of accepted pairs: in original order, each asset
+    not yet taken becomes an original and takes its untaken neighbours."""
     if first.size == 0:
         return []
     source = np.concatenate((first, second))
     target = np.concatenate((second, first))
-    dist = np.concatenate((distance, distance))
     by_source = np.argsort(source, kind="stable")
-    target, dist = target[by_source], dist[by_source]
+    target = target[by_source]
+    edge = np.concatenate((np.arange(len(first)), np.arange(len(first))))[by_source]
     starts = np.searchsorted(source[by_source], np.arange(n + 1))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
@@ -132,13 +173,16 @@ def _radius_sets(
         if not free.any():
             continue
         members = neighbours[free]
-        distances = dist[starts[original] : starts[original + 1]][free]
+        edges = edge[starts[original] : starts[original + 1]][free]
         by_rank = np.argsort(rank[members], kind="stable")
+        members, edges = members[by_rank], edges[by_rank]
         assigned[members] = True
         groups.append(
             Group(
-                np.r_[original, members[by_rank]].astype(np.intp),
-                np.r_[0, distances[by_rank]].astype(np.int64),
+                np.r_[original, members].astype(np.intp),
+                np.r_[0, distance[edges]].astype(np.int64),
+                None if kind is None else np.r_[0, kind[edges]].astype(np.int8),
+                None if similarity is None else np.r_[1.0, similarity[edges]],
             )
         )
     return groups
@@ -165,6 +209,13 @@ def arrange(groups: list[Group], rank: NDArray[np.intp]) -> list[Group]:
     for group in groups:
         rest = np.argsort(rank[group.members[1:]], kind="stable") + 1
         index = np.r_[0, rest].astype(np.intp)
-        arranged.append(Group(group.members[index], group.distances[index]))
+        arranged.append(
+            Group(
+                group.members[index],
+                group.distances[index],
+                None if group.kinds is None else group.kinds[index],
+                None if group.similarity is None else group.similarity[index],
+            )
+        )
     arranged.sort(key=lambda g: int(rank[g.members].min()))
     return arranged

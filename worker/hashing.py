@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
-import imagehash
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from worker.errors import TooLarge, UnreadableImage, UnsupportedFormat
+from worker.fingerprint import CENTRE_BORDER, SIGNATURE_SIDE, Fingerprint, fingerprint
 
 #: Bumped whenever the bits a given image hashes to may change, so stored hashes can be replayed.
-HASH_VERSION = 2
+HASH_VERSION = 3
 
 #: Reduced decoding stops before the image gets smaller than this on either side. Drafting a JPEG
 #: straight down to 8 px drifts the hash by about 0.5 bits and costs exact-match recall; from
@@ -109,6 +109,11 @@ class HashedImage:
     """Length of the source bytes."""
     decoder: str = "full"
     """How the pixels were obtained: `jpeg-draft` (reduced-scale DCT) or `full`."""
+    fingerprint: Fingerprint | None = None
+    """What the verified matcher compares (variants, centre hash, signature, detail)."""
+    pixels_sha256: str | None = None
+    """Checksum of the decoded pixels, for low-detail images only: they match only when
+    identical, in bytes or in pixels."""
 
 
 def provenance(decoder: str = "full") -> dict[str, Any]:
@@ -121,6 +126,8 @@ def provenance(decoder: str = "full") -> dict[str, Any]:
         "reduced_min_side": REDUCED_MIN_SIDE,
         "box_min_side": BOX_MIN_SIDE,
         "alpha_background": ALPHA_BACKGROUND,
+        "signature_side": SIGNATURE_SIDE,
+        "centre_border": CENTRE_BORDER,
         "version": HASH_VERSION,
         "imagehash": version("imagehash"),
         "pillow": version("pillow"),
@@ -176,7 +183,7 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
             transpose = _ORIENTATION.get(image.getexif().get(_EXIF_ORIENTATION, 1))
             if transpose in _QUARTER_TURNS:
                 width, height = height, width
-            phash = str(imagehash.phash(_phash_input(image, transpose)))
+            prints = fingerprint(_phash_input(image, transpose))
         except OSError as e:
             if "ghostscript" in str(e).lower():
                 raise UnsupportedFormat(f"{fmt} needs Ghostscript, which is not installed") from e
@@ -184,14 +191,29 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
         except Exception as e:  # truncated or corrupt pixel data surfaces here, in many types
             raise UnreadableImage(f"cannot decode {fmt} pixel data: {type(e).__name__}: {e}") from e
     return HashedImage(
-        phash=phash,
+        phash=prints.phash,
         width=width,
         height=height,
         format=fmt,
         sha256=sha256 or sha256_hex(data),
         size_bytes=len(data),
         decoder=decoder,
+        fingerprint=prints,
+        pixels_sha256=_pixels_sha256(data) if prints.low_detail else None,
     )
+
+
+def _pixels_sha256(data: bytes) -> str:
+    """Checksum of the fully decoded, upright RGB pixels and their size.
+
+    Decodes a second time, in full: paid only for low-detail images, whose hashes cannot tell
+    them apart, so identical pixels are the only evidence left.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        upright = ImageOps.exif_transpose(image).convert("RGB")
+        digest = hashlib.sha256(f"{upright.width}x{upright.height}:".encode())
+        digest.update(upright.tobytes())
+        return digest.hexdigest()
 
 
 def _reduce_decoding(image: Image.Image) -> str:

@@ -32,14 +32,31 @@ def pairs_within(
 
     Pairs come sorted by (i, j).
     """
+    return _search(hashes, radius, None)
+
+
+def cross_pairs(
+    queries: NDArray[np.uint64], hashes: NDArray[np.uint64], radius: int
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    """All (i, j, distance) with i != j and Hamming(queries[i], hashes[j]) <= radius.
+
+    `queries` and `hashes` describe the same assets (row i of each is asset i), e.g. the mirror
+    variant of every asset against every pHash. Pairs come sorted by (i, j).
+    """
+    return _search(hashes, radius, queries)
+
+
+def _search(
+    hashes: NDArray[np.uint64], radius: int, queries: NDArray[np.uint64] | None
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     n = len(hashes)
     if n < 2:
         return _empty()
     plan = _plan(n, radius)
     if plan is None:
-        first, second, distance = _brute_force(hashes, radius)
+        first, second, distance = _brute_force(hashes, radius, queries)
     else:
-        first, second, distance = _multi_index(hashes, radius, plan)
+        first, second, distance = _multi_index(hashes, radius, plan, queries)
     order = np.lexsort((second, first))
     return first[order], second[order], distance[order]
 
@@ -66,17 +83,19 @@ def _plan(n: int, radius: int) -> list[tuple[int, int]] | None:
 
 
 def _brute_force(
-    hashes: NDArray[np.uint64], radius: int
+    hashes: NDArray[np.uint64], radius: int, queries: NDArray[np.uint64] | None = None
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     firsts, seconds, distances = [], [], []
     n = len(hashes)
     for start in range(0, n, _BLOCK):
-        block = hashes[start : start + _BLOCK]
-        rest = hashes[start:]
+        if queries is None:  # each pair once: compare a block with itself and what follows
+            block, rest, offset = hashes[start : start + _BLOCK], hashes[start:], start
+        else:
+            block, rest, offset = queries[start : start + _BLOCK], hashes, 0
         d = np.bitwise_count(block[:, None] ^ rest[None, :])
         rows, cols = np.nonzero(d <= radius)
-        i, j = rows + start, cols + start
-        keep = i < j
+        i, j = rows + start, cols + offset
+        keep = i < j if queries is None else i != j
         firsts.append(i[keep])
         seconds.append(j[keep])
         distances.append(d[rows[keep], cols[keep]].astype(np.int64))
@@ -95,35 +114,46 @@ def _flip_masks(width: int, flips: int) -> NDArray[np.int64]:
 
 
 def _multi_index(
-    hashes: NDArray[np.uint64], radius: int, chunks: list[tuple[int, int]]
+    hashes: NDArray[np.uint64],
+    radius: int,
+    chunks: list[tuple[int, int]],
+    queries: NDArray[np.uint64] | None = None,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    """Pairs within `radius`: among `hashes` (i < j), or (query, hash) when `queries` is given."""
     n = len(hashes)
     flips = radius // len(chunks)
+    probes = hashes if queries is None else queries
     firsts, seconds = [], []
     for shift, width in chunks:
         # int32 keys and tables: the random gathers below are the cost, and half the bytes
         # keep twice as much of the table in cache.
-        keys = ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
+        low_bits = np.uint64((1 << width) - 1)
+        keys = ((hashes >> np.uint64(shift)) & low_bits).astype(np.int32)
         order = np.argsort(keys, kind="stable").astype(np.int32)
-        sorted_keys = keys[order]
         counts = np.bincount(keys, minlength=1 << width).astype(np.int32)
         starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+        if queries is None:
+            probe_order, probe_keys = order, keys[order]
+        else:
+            query_keys = ((queries >> np.uint64(shift)) & low_bits).astype(np.int32)
+            probe_order = np.argsort(query_keys, kind="stable").astype(np.int32)
+            probe_keys = query_keys[probe_order]
         for mask in _flip_masks(width, flips):
             # Probing in key order makes the table lookups run through memory in order, which
             # is what makes a pass over a million keys cheap.
-            partner = sorted_keys ^ np.int32(mask)
+            partner = probe_keys ^ np.int32(mask)
             sizes = counts[partner]
             hits = np.flatnonzero(sizes)
             if hits.size == 0:
                 continue
             reps = sizes[hits]
             low = starts[partner[hits]]
-            query = np.repeat(order[hits], reps)
+            query = np.repeat(probe_order[hits], reps)
             offsets = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
             candidate = order[np.repeat(low, reps) + offsets]
-            keep = query < candidate
+            keep = query < candidate if queries is None else query != candidate
             query, candidate = query[keep], candidate[keep]
-            close = np.bitwise_count(hashes[query] ^ hashes[candidate]) <= radius
+            close = np.bitwise_count(probes[query] ^ hashes[candidate]) <= radius
             firsts.append(query[close])
             seconds.append(candidate[close])
     if not firsts:
@@ -131,5 +161,5 @@ def _multi_index(
     # A pair close in several chunks was found several times.
     codes = np.unique(np.concatenate(firsts).astype(np.int64) * n + np.concatenate(seconds))
     first, second = np.divmod(codes, n)
-    distance = np.bitwise_count(hashes[first] ^ hashes[second]).astype(np.int64)
+    distance = np.bitwise_count(probes[first] ^ hashes[second]).astype(np.int64)
     return first.astype(np.intp), second.astype(np.intp), distance

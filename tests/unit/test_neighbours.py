@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from worker.grouping import Group, form_sets, hamming
-from worker.neighbours import BRUTE_FORCE_MAX, pairs_within
+from worker.neighbours import BRUTE_FORCE_MAX, cross_pairs, pairs_within
 
 
 def photo_like_hashes(n: int, seed: int) -> np.ndarray:
@@ -62,3 +62,22 @@ def test_sets_over_the_index_follow_the_rule(radius: int) -> None:
     want = greedy_reference(hashes, order, radius)
     assert [g.members.tolist() for g in got] == [g.members.tolist() for g in want]
     assert [g.distances.tolist() for g in got] == [g.distances.tolist() for g in want]
+
+
+@pytest.mark.parametrize("n", [500, BRUTE_FORCE_MAX + 1, 12_000])
+@pytest.mark.parametrize("radius", [0, 2, 6])
+def test_cross_pairs_are_exactly_the_brute_force_pairs(n: int, radius: int) -> None:
+    hashes = photo_like_hashes(n, seed=radius)
+    # Queries: other hashes of the same assets, some planted near another asset's hash.
+    rng = np.random.default_rng(radius + 100)
+    queries = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    queries[::11] = hashes[np.arange(0, n, 11) // 2] ^ np.uint64(0b101)
+    queries[3] = hashes[3]  # an asset matching itself is not a pair
+    first, second, distance = cross_pairs(queries, hashes, radius)
+    expected = set()
+    for i in range(n):
+        d = hamming(hashes, queries[i])
+        expected |= {(i, int(j), int(d[j])) for j in np.flatnonzero(d <= radius) if j != i}
+    found = set(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True))
+    assert found == expected
+    assert len(found) > 0 or radius < 2

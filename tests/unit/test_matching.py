@@ -1,0 +1,147 @@
+"""The verified matcher on real photographs: a golden subset of the quality benchmark.
+
+The full evaluation (benchmarks/quality.py) prints recall and precision for every rule; these
+tests pin what must never regress: each kind of copy found and named, the hard negatives apart.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.evaluation import Sample, samples
+from benchmarks.quality import original_order
+from worker import grouping, matching
+from worker.fingerprint import LOW_DETAIL_BELOW, fingerprint
+from worker.hashing import HashedImage, hash_image
+
+#: Photos whose copies are pinned: a portrait, an animal, a stereo view, a low-contrast scene.
+PINNED = ("skimage/astronaut.png", "skimage/chelsea.png", "skimage/motorcycle_left.png")
+
+#: How each kind of copy must be named against its original.
+EXPECTED_KIND = {
+    "byte": {"identical"},
+    "lossless": {"same_phash"},
+    "recompressed": {"same_phash", "near"},
+    "resized": {"same_phash", "near"},
+    "brightened": {"same_phash", "near"},
+    "contrast": {"same_phash", "near"},
+    "greyscale": {"same_phash", "near"},
+    "mirrored": {"mirrored"},
+    "rotated": {"rotated"},
+    "cropped": {"near"},
+    "watermarked": {"near", "same_phash"},
+}
+
+
+@cache
+def evaluation() -> tuple[list[Sample], list[HashedImage]]:
+    chosen = [s for s in samples() if s.family in PINNED or s.kind == "negative"]
+    # A byte copy of a low-detail frame: the one way such frames may match.
+    flat = next(s for s in chosen if s.name == "flat 12 noise 2.0")
+    chosen.append(Sample("flat copy", flat.family, "byte", flat.data))
+    return chosen, [hash_image(s.data, max_pixels=50_000_000) for s in chosen]
+
+
+def verified_sets() -> tuple[list[Sample], list[grouping.Group]]:
+    chosen, hashed = evaluation()
+    order = original_order(hashed)
+    return chosen, grouping.form_verified_sets(matching.columns(hashed), order)
+
+
+def test_every_pinned_copy_joins_its_original_under_the_right_kind() -> None:
+    chosen, groups = verified_sets()
+    placed: dict[str, tuple[str, str | None, grouping.Group, int]] = {}
+    for group in groups:
+        original = chosen[int(group.members[0])].name
+        for position, member in enumerate(group.members.tolist()):
+            placed[chosen[member].name] = (original, group.kind(position), group, position)
+    for sample in chosen:
+        if sample.kind in ("original", "negative"):
+            continue
+        assert sample.name in placed, f"{sample.name} is in no set"
+        original, kind, group, position = placed[sample.name]
+        if sample.family in PINNED:
+            assert original == f"{sample.family} original", sample.name
+        assert kind in EXPECTED_KIND[sample.kind], (sample.name, kind)
+        if kind == "near":
+            assert group.similarity is not None
+            assert matching.NEAR_SIMILARITY <= group.similarity[position] <= 1.0
+            assert group.distances[position] >= 0
+
+
+def test_hard_negatives_stay_apart() -> None:
+    chosen, groups = verified_sets()
+    for group in groups:
+        families = {chosen[m].family for m in group.members.tolist()}
+        assert len(families) == 1, [chosen[m].name for m in group.members.tolist()]
+    in_sets = {chosen[m].name for g in groups for m in g.members.tolist()}
+    assert "motorcycle right view" not in in_sets  # the other half of a stereo pair
+    assert not any("region" in name for name in in_sets)  # regions of one large photo
+    low_detail_in_sets = {name for name in in_sets if name.startswith(("flat", "gradient"))}
+    assert low_detail_in_sets == {"flat 12 noise 2.0", "flat copy"}
+
+
+def test_the_phash_rule_is_unchanged_and_merges_what_verified_keeps_apart() -> None:
+    chosen, hashed = evaluation()
+    prints = matching.columns(hashed)
+    groups = grouping.form_sets(prints.phashes, original_order(hashed), 8)
+    mixed = [g for g in groups if len({chosen[m].family for m in g.members.tolist()}) > 1]
+    assert mixed, "at radius 8 the stereo pair and the regions merge (why verified exists)"
+    assert all(g.kinds is None for g in groups)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("position", "turn"),
+    [
+        (0, Image.Transpose.FLIP_LEFT_RIGHT),
+        (1, Image.Transpose.ROTATE_90),
+        (2, Image.Transpose.ROTATE_180),
+        (3, Image.Transpose.ROTATE_270),
+    ],
+)
+def test_variants_are_the_hashes_of_the_turned_image(position: int, turn: Image.Transpose) -> None:
+    chosen, hashed = evaluation()
+    for sample, image in zip(chosen, hashed, strict=True):
+        if sample.kind != "original":
+            continue
+        with Image.open(io.BytesIO(sample.data)) as photo:
+            turned = hash_image(_png(photo.transpose(turn)), max_pixels=50_000_000)
+        assert image.fingerprint is not None
+        derived = int(image.fingerprint.variants[position], 16)
+        assert bin(derived ^ int(turned.phash, 16)).count("1") <= 2, sample.name
+
+
+def test_flat_and_ramped_frames_are_low_detail_and_photos_are_not() -> None:
+    ramp = np.tile(np.linspace(0, 255, 32), (32, 1)).astype(np.uint8)
+    assert fingerprint(Image.fromarray(ramp, "L")).low_detail
+    assert fingerprint(Image.new("L", (32, 32), 7)).low_detail
+    chosen, hashed = evaluation()
+    for sample, image in zip(chosen, hashed, strict=True):
+        assert image.fingerprint is not None
+        if sample.family in PINNED:
+            assert image.fingerprint.detail > 4 * LOW_DETAIL_BELOW, sample.name
+            assert image.pixels_sha256 is None
+        if sample.name.startswith("flat"):
+            assert image.fingerprint.low_detail and image.pixels_sha256, sample.name
+
+
+def test_identical_pixels_in_other_bytes_match_when_low_detail() -> None:
+    frame = Image.new("RGB", (200, 100), (3, 3, 4))
+    png, bmp = _png(frame), io.BytesIO()
+    frame.save(bmp, "BMP")
+    other = Image.new("RGB", (200, 100), (3, 3, 5))
+    hashed = [hash_image(data, max_pixels=10**6) for data in (png, bmp.getvalue(), _png(other))]
+    found = matching.confirmed_pairs(matching.columns(hashed))
+    assert list(zip(found.first.tolist(), found.second.tolist(), strict=True)) == [(0, 1)]
+    assert matching.KINDS[int(found.kind[0])] == "same_phash"

@@ -1,0 +1,128 @@
+"""What the matcher keeps about an image's pixels, all derived from pHash's 32 x 32 input.
+
+One decode and one 32 x 32 greyscale shrink feed everything here, so the verified matcher costs
+the upload path a few hundred microseconds and no second decode:
+
+- `phash`: imagehash's pHash (same DCT, median and bit order).
+- `variants`: the pHash the mirrored and the 90/180/270-degree rotated image would have. A flip
+  of the pixels only flips the sign of the odd DCT coefficients along that axis, and a quarter
+  turn transposes the coefficients, so these come from the same 8 x 8 block with signs changed.
+- `centre`: pHash of the middle of the picture (a 15 % border dropped on every side): a small
+  border crop or a logo in a corner moves it far less than the full hash, so it widens the net
+  for candidates without widening the radius.
+- `signature`: the 32 x 32 shrink itself, 1024 grey levels (1 KiB), compared by
+  `verify` after candidates are found; a pHash only says two images are near, this says whether
+  they are the same picture.
+- `detail`: how much the picture varies once a smooth ramp is taken out (grey levels). Flat,
+  near-black and gradient frames have almost none; their hashes are noise, so they are matched
+  only when identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fftpack
+from numpy.typing import NDArray
+from PIL import Image
+
+#: Side of the stored signature: pHash's own 32 x 32 input, 1 KiB. At 16 x 16 a stereo pair of
+#: one scene lines up as well as a 3 % crop does (benchmarks/quality.py); at 32 x 32 it does not.
+SIGNATURE_SIDE = 32
+#: Share of the side dropped on every border for the centre hash.
+CENTRE_BORDER = 0.15
+#: Below this residual standard deviation (grey levels, 32 x 32, after removing a plane) an image
+#: is `low_detail`. Flat and gradient frames measure under 1; the least detailed photograph of
+#: the quality benchmark (a moon at contrast x0.7) measures about 8.
+LOW_DETAIL_BELOW = 2.0
+
+#: Order of `Fingerprint.variants`, with the kind of match each one reveals.
+VARIANTS: tuple[tuple[str, str], ...] = (
+    ("mirror", "mirrored"),
+    ("rot90", "rotated"),
+    ("rot180", "rotated"),
+    ("rot270", "rotated"),
+)
+
+_U = np.arange(8)[:, None]
+_V = np.arange(8)[None, :]
+_ODD_ROWS = np.where(_U % 2 == 1, -1.0, 1.0) * np.ones((1, 8))
+_ODD_COLUMNS = np.where(_V % 2 == 1, -1.0, 1.0) * np.ones((8, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """Everything the matcher needs about one image's pixels."""
+
+    phash: str
+    variants: tuple[str, str, str, str]
+    """pHash of the image mirrored left-right, turned 90 (counter-clockwise), 180 and 270."""
+    centre: str
+    signature: bytes
+    detail: float
+
+    @property
+    def low_detail(self) -> bool:
+        return self.detail < LOW_DETAIL_BELOW
+
+
+def fingerprint(small: Image.Image) -> Fingerprint:
+    """The fingerprint of a 32 x 32 greyscale image (pHash's input, as `hashing` makes it)."""
+    pixels = np.asarray(small, dtype=np.float64)
+    low = _dct(pixels)[:8, :8]
+    centre_pixels = np.asarray(
+        Image.fromarray(pixels.astype(np.float32), "F").resize(
+            small.size, Image.Resampling.BILINEAR, box=_centre_box(small.size)
+        ),
+        dtype=np.float64,
+    )
+    return Fingerprint(
+        phash=_bits(low),
+        variants=(
+            _bits(low * _ODD_COLUMNS),  # mirror: x -> -x flips odd horizontal frequencies
+            _bits(low.T * _ODD_ROWS),  # quarter turn counter-clockwise: transpose, flip rows
+            _bits(low * _ODD_ROWS * _ODD_COLUMNS),
+            _bits(low.T * _ODD_COLUMNS),
+        ),
+        centre=_bits(_dct(centre_pixels)[:8, :8]),
+        signature=signature_of(pixels),
+        detail=detail_of(pixels),
+    )
+
+
+def signature_of(pixels: NDArray[np.float64]) -> bytes:
+    """The 32 x 32 shrink averaged to `SIGNATURE_SIDE` squared grey levels, as bytes."""
+    side = SIGNATURE_SIDE
+    block = pixels.shape[0] // side
+    means = pixels.reshape(side, block, side, block).mean(axis=(1, 3))
+    return np.clip(np.rint(means), 0, 255).astype(np.uint8).tobytes()
+
+
+def detail_of(pixels: NDArray[np.float64]) -> float:
+    """Residual standard deviation after the best-fitting plane: 0 for flat and ramped frames."""
+    h, w = pixels.shape
+    y, x = np.mgrid[0:h, 0:w]
+    design = np.column_stack((np.ones(h * w), x.ravel(), y.ravel()))
+    values = pixels.ravel()
+    coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
+    return float(np.std(values - design @ coefficients))
+
+
+def _dct(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
+    # The transform imagehash applies (scipy.fftpack's unnormalised DCT-II along both axes).
+    return np.asarray(scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1))
+
+
+def _bits(low: NDArray[np.float64]) -> str:
+    """Hex text of `low > median(low)`, in imagehash's order (row-major, first bit highest)."""
+    flags = (low > np.median(low)).ravel()
+    value = 0
+    for flag in flags:
+        value = (value << 1) | int(flag)
+    return f"{value:016x}"
+
+
+def _centre_box(size: tuple[int, int]) -> tuple[float, float, float, float]:
+    w, h = size
+    return (w * CENTRE_BORDER, h * CENTRE_BORDER, w * (1 - CENTRE_BORDER), h * (1 - CENTRE_BORDER))

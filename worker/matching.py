@@ -1,0 +1,337 @@
+"""The verified matcher: cheap candidates from stored hashes, each confirmed by its signature.
+
+A pHash radius is not a matcher: unrelated photos fall within 8 bits by chance at portal scale,
+stereo pairs of one scene sit 4 bits apart, and a 5 % crop can move a hash 18 bits. So pairs are
+first proposed generously (pHash or centre hash within `NEAR_RADIUS`, a mirror or rotation
+variant within `TURN_RADIUS`, or the same bytes), then confirmed on the 32 x 32 signatures:
+
+- `near`: the Pearson correlation of the two signatures, maximised over 36 small border crops
+  of either image (up to 6 % of each side), reaches `NEAR_SIMILARITY`. Correlation ignores
+  brightness, contrast and colour; the crop search absorbs trimmed borders. A stereo pair or
+  another region of the same shoot does not line up under any crop.
+- `mirrored` / `rotated`: the transformed signature correlates to `TURN_SIMILARITY` or more
+  without any crop; turned copies are rarer than unrelated look-alikes (the quadrants of a
+  symmetric photo are each other's mirror images at a glance), so they must agree closely.
+- `identical`: same bytes. Low-detail images are matched only so, or by identical pixels.
+
+The thresholds come from `benchmarks/quality.py`, which prints the margins they leave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from worker.fingerprint import SIGNATURE_SIDE, VARIANTS
+from worker.hashing import HashedImage
+from worker.neighbours import cross_pairs, pairs_within
+
+#: Candidates: pHash or centre hash within this many bits.
+NEAR_RADIUS = 12
+#: Candidates: a mirror or rotation variant within this many bits of the other pHash.
+TURN_RADIUS = 6
+#: Confirmation: best correlation over border crops at least this.
+NEAR_SIMILARITY = 0.92
+#: Confirmation of a mirrored or rotated copy: correlation of the turned signature at least this.
+TURN_SIMILARITY = 0.99
+
+#: Pairs whose plain correlation is below this are not aligned (border crops of the benchmark
+#: start from 0.7 before alignment).
+ALIGN_FROM = 0.5
+
+#: Kinds of match, as published; the position is the code used in arrays.
+KINDS: tuple[str, ...] = ("original", "identical", "same_phash", "near", "mirrored", "rotated")
+_CODE = {kind: code for code, kind in enumerate(KINDS)}
+
+#: Crops tried when aligning two signatures: (left, top, right, bottom) shares of each side.
+_STEPS = (0.0, 0.03, 0.06)
+_CROPS = tuple(
+    (left, top, right, bottom)
+    for left in _STEPS
+    for right in _STEPS
+    for top in _STEPS
+    for bottom in _STEPS
+    if left + right <= 0.06 + 1e-9 and top + bottom <= 0.06 + 1e-9
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprints:
+    """The columns the verified matcher reads, one row per in-scope asset."""
+
+    phashes: NDArray[np.uint64]
+    variants: NDArray[np.uint64]
+    """Shape (n, 4): mirror, rot90, rot180, rot270 (see `fingerprint.VARIANTS`)."""
+    centres: NDArray[np.uint64]
+    signatures: NDArray[np.uint8]
+    """Shape (n, SIGNATURE_SIDE ** 2)."""
+    low_detail: NDArray[np.bool_]
+    content: NDArray[np.int64]
+    """A 64-bit prefix of each asset's content checksum (sha256 of its bytes)."""
+    pixels: NDArray[np.int64]
+    """A 64-bit prefix of the checksum of decoded pixels for low-detail assets, else 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    """Confirmed pairs (i < j), with how j matches i and i matches j."""
+
+    first: NDArray[np.intp]
+    second: NDArray[np.intp]
+    distance: NDArray[np.int64]
+    """pHash distance, after the turn for mirrored and rotated pairs."""
+    kind: NDArray[np.int8]
+    """Code into `KINDS`."""
+    similarity: NDArray[np.float64]
+
+
+def columns(images: Sequence[HashedImage]) -> Fingerprints:
+    """The matcher's columns for freshly hashed images (the store reads the same from documents)."""
+    prints = [image.fingerprint for image in images]
+    if any(p is None for p in prints):
+        raise ValueError("every image needs a fingerprint (hash_image makes one)")
+    return Fingerprints(
+        phashes=hex_column([p.phash for p in prints if p]),
+        variants=hex_column([v for p in prints if p for v in p.variants]).reshape(-1, 4),
+        centres=hex_column([p.centre for p in prints if p]),
+        signatures=np.frombuffer(b"".join(p.signature for p in prints if p), np.uint8).reshape(
+            len(prints), -1
+        ),
+        low_detail=np.array([p.low_detail for p in prints if p], dtype=bool),
+        content=checksum_column([image.sha256 for image in images]),
+        pixels=checksum_column([image.pixels_sha256 for image in images]),
+    )
+
+
+def hex_column(values: Sequence[str]) -> NDArray[np.uint64]:
+    """16-digit hex hashes as an unsigned 64-bit column."""
+    return np.array([int(v, 16) for v in values], dtype=np.uint64)
+
+
+def checksum_column(values: Sequence[str | None]) -> NDArray[np.int64]:
+    """The first 64 bits of hex checksums as a signed column; 0 where there is none."""
+    return np.array(
+        [int.from_bytes(bytes.fromhex(v[:16]), "big", signed=True) if v else 0 for v in values],
+        dtype=np.int64,
+    )
+
+
+def confirmed_pairs(prints: Fingerprints) -> Matches:
+    """Every pair of assets the verified matcher accepts as copies of one another."""
+    found = scored_candidates(prints)
+    accepted = found.kind >= 0
+    return Matches(
+        found.first[accepted],
+        found.second[accepted],
+        found.distance[accepted],
+        found.kind[accepted],
+        found.similarity[accepted],
+    )
+
+
+def scored_candidates(prints: Fingerprints) -> Matches:
+    """Every candidate pair with its verdict: kind -1 where the signatures did not confirm it."""
+    n = len(prints.phashes)
+    first_parts, second_parts = [], []
+    for hashes in (prints.phashes, prints.centres):
+        i, j, _ = pairs_within(hashes, NEAR_RADIUS)
+        first_parts.append(i)
+        second_parts.append(j)
+    for column in range(len(VARIANTS)):
+        i, j, _ = cross_pairs(prints.variants[:, column], prints.phashes, TURN_RADIUS)
+        first_parts.append(np.minimum(i, j))
+        second_parts.append(np.maximum(i, j))
+    i, j = _equal_pairs(prints.content, skip=0)
+    first_parts.append(i)
+    second_parts.append(j)
+    pixel_keys = np.where(prints.low_detail, prints.pixels, 0)
+    i, j = _equal_pairs(pixel_keys, skip=0)
+    first_parts.append(i)
+    second_parts.append(j)
+    codes = np.unique(
+        np.concatenate(first_parts).astype(np.int64) * n + np.concatenate(second_parts)
+    )
+    first, second = np.divmod(codes, n)
+    keep = first != second
+    return _confirm(prints, first[keep].astype(np.intp), second[keep].astype(np.intp))
+
+
+def _equal_pairs(
+    keys: NDArray[np.int64], skip: int | None = None
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """All pairs (i < j) with equal keys (excluding the key `skip`)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    firsts, seconds = [np.empty(0, np.intp)], [np.empty(0, np.intp)]
+    for s, e in zip(starts, ends, strict=True):
+        if e - s < 2 or (skip is not None and sorted_keys[s] == skip):
+            continue
+        members = np.sort(order[s:e])
+        a, b = np.triu_indices(e - s, 1)
+        firsts.append(members[a])
+        seconds.append(members[b])
+    return np.concatenate(firsts).astype(np.intp), np.concatenate(seconds).astype(np.intp)
+
+
+def _confirm(prints: Fingerprints, first: NDArray[np.intp], second: NDArray[np.intp]) -> Matches:
+    k = len(first)
+    kind = np.full(k, -1, dtype=np.int8)
+    similarity = np.zeros(k)
+    distance = np.bitwise_count(prints.phashes[first] ^ prints.phashes[second]).astype(np.int64)
+
+    same_bytes = prints.content[first] == prints.content[second]
+    kind[same_bytes] = _CODE["identical"]
+    similarity[same_bytes] = 1.0
+    low = prints.low_detail[first] | prints.low_detail[second]
+    same_pixels = low & ~same_bytes & (prints.pixels[first] == prints.pixels[second])
+    same_pixels &= prints.pixels[first] != 0
+    kind[same_pixels] = _CODE["same_phash"]
+    similarity[same_pixels] = 1.0
+
+    open_ = (kind < 0) & ~low
+    if open_.any():
+        rows = np.flatnonzero(open_)
+        raw_a = prints.signatures[first[rows]]
+        raw_b = prints.signatures[second[rows]]
+        a, b = _normalised(raw_a), _normalised(raw_b)
+        score = np.einsum("ij,ij->i", a, b)
+        # Aligning costs 72 crops a pair: not for pairs no crop could lift over the threshold.
+        align = score >= ALIGN_FROM
+        score[align] = np.maximum(
+            aligned_similarity(a[align], b[align]),
+            corner_masked_similarity(raw_a[align], raw_b[align]),
+        )
+        near = score >= NEAR_SIMILARITY
+        kind[rows[near]] = np.where(distance[rows[near]] == 0, _CODE["same_phash"], _CODE["near"])
+        similarity[rows] = score
+    for column, (transform, name) in enumerate(VARIANTS):
+        open_ = (kind < 0) & ~low
+        turned = np.bitwise_count(prints.variants[first, column] ^ prints.phashes[second])
+        turned = turned.astype(np.int64)
+        # The variant is a function of the first image; the pair may also be turned the other way.
+        back = np.bitwise_count(prints.variants[second, column] ^ prints.phashes[first])
+        back = back.astype(np.int64)
+        forward = open_ & (turned <= TURN_RADIUS)
+        backward = open_ & ~forward & (back <= TURN_RADIUS)
+        for rows, source, target, bits in (
+            (np.flatnonzero(forward), first, second, turned),
+            (np.flatnonzero(backward), second, first, back),
+        ):
+            if rows.size == 0:
+                continue
+            a = _normalised(_turn(prints.signatures[source[rows]], transform))
+            b = _normalised(prints.signatures[target[rows]])
+            score = np.einsum("ij,ij->i", a, b)
+            ok = score >= TURN_SIMILARITY
+            kind[rows[ok]] = _CODE[name]
+            similarity[rows[ok]] = score[ok]
+            distance[rows[ok]] = bits[rows[ok]]
+    return Matches(first, second, distance, kind, similarity)
+
+
+def _turn(signatures: NDArray[np.uint8], transform: str) -> NDArray[np.uint8]:
+    side = SIGNATURE_SIDE
+    images = signatures.reshape(-1, side, side)
+    turned = {
+        "mirror": images[:, :, ::-1],
+        "rot90": np.rot90(images, 1, axes=(1, 2)),
+        "rot180": np.rot90(images, 2, axes=(1, 2)),
+        "rot270": np.rot90(images, 3, axes=(1, 2)),
+    }[transform]
+    return np.ascontiguousarray(turned).reshape(len(signatures), side * side)
+
+
+def _normalised(signatures: NDArray[np.uint8]) -> NDArray[np.float64]:
+    values = signatures.astype(np.float64)
+    values -= values.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    return values / np.where(norms == 0, 1.0, norms)
+
+
+@cache
+def _crop_axes() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The crop-and-resize of every `_CROPS` entry, as one matrix per axis.
+
+    Bilinear resampling is separable, so a crop of a signature is `rows @ image @ columns.T`;
+    the matrices are taken from Pillow itself (the resize of each unit vector), so the result
+    equals Pillow's 2-D bilinear crop-resize.
+    """
+    side = SIGNATURE_SIDE
+
+    def axis(low: float, high: float) -> NDArray[np.float64]:
+        matrix = np.empty((side, side))
+        for p in range(side):
+            unit = np.zeros((1, side), dtype=np.float32)
+            unit[0, p] = 1.0
+            line = Image.fromarray(unit, "F").resize(
+                (side, 1), Image.Resampling.BILINEAR, box=(side * low, 0, side * (1 - high), 1)
+            )
+            matrix[:, p] = np.asarray(line)[0]
+        return matrix
+
+    rows = np.stack([axis(top, bottom) for _, top, _, bottom in _CROPS])
+    cols = np.stack([axis(left, right) for left, _, right, _ in _CROPS])
+    return rows, cols
+
+
+#: Side of the corner square left out by `corner_masked_similarity`, as a share of the side.
+CORNER_SHARE = 0.25
+
+
+@cache
+def _corner_masks() -> NDArray[np.bool_]:
+    """Shape (4, side ** 2): the pixels kept when each corner square is left out."""
+    side = SIGNATURE_SIDE
+    corner = round(side * CORNER_SHARE)
+    masks = np.ones((4, side, side), dtype=bool)
+    masks[0, :corner, :corner] = False
+    masks[1, :corner, -corner:] = False
+    masks[2, -corner:, :corner] = False
+    masks[3, -corner:, -corner:] = False
+    return masks.reshape(4, side * side)
+
+
+def corner_masked_similarity(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """Best correlation of each row pair with one corner square left out.
+
+    Logos and credits are stamped in corners; leaving the stamped corner out leaves the picture,
+    and a picture that differs everywhere (another view, another region) gains nothing from it.
+    """
+    best = np.full(len(a), -1.0)
+    for keep in _corner_masks():
+        x, y = _normalised(a[:, keep]), _normalised(b[:, keep])
+        best = np.maximum(best, np.einsum("ij,ij->i", x, y))
+    return best
+
+
+#: Pairs aligned at once (bounds the memory of the crop stack to a few tens of MB).
+_ALIGN_BATCH = 128
+
+
+def aligned_similarity(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Best correlation of each row pair over the border crops of either side.
+
+    `a` and `b` are normalised signatures (zero mean, unit norm), shape (pairs, side ** 2).
+    """
+    rows, cols = _crop_axes()
+    side = SIGNATURE_SIDE
+    best = np.einsum("ij,ij->i", a, b)
+    for start in range(0, len(a), _ALIGN_BATCH):
+        part = slice(start, start + _ALIGN_BATCH)
+        for x, y in ((a[part], b[part]), (b[part], a[part])):
+            images = x.reshape(-1, 1, side, side)
+            cropped = (rows[None] @ images @ cols[None].transpose(0, 1, 3, 2)).reshape(
+                len(x), len(_CROPS), side * side
+            )
+            cropped -= cropped.mean(axis=2, keepdims=True)
+            cropped /= np.maximum(np.linalg.norm(cropped, axis=2, keepdims=True), 1e-12)
+            scores = np.einsum("icq,iq->ic", cropped, y).max(axis=1)
+            best[part] = np.maximum(best[part], scores)
+    return best
