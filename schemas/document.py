@@ -54,7 +54,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "portal_id": "acme",
         "scope": {"tags_any": ["sea"]},
         "sort": {"field": "uploaded_at", "order": "desc"},
-        "max_distance": 0,
+        "match": "verified",
     },
     "MakeOriginal": {"command_id": "c-1", "portal_id": "acme", "asset_id": "43"},
     "DeleteDuplicates": {
@@ -79,7 +79,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "DuplicatesFound": {
         "request_id": "r-7",
         "portal_id": "acme",
-        "max_distance": 0,
+        "match": "verified",
+        "max_distance": None,
         "total_sets": 1,
         "page": 1,
         "pages": 1,
@@ -98,6 +99,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                         "phash": "dd1e7963d1889865",
                         "distance": 0,
                         "original": True,
+                        "match": "original",
+                        "similarity": 1.0,
                     },
                     {
                         "asset_id": "42",
@@ -107,9 +110,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                         "width": 1600,
                         "height": 1200,
                         "uploaded_at": "2026-11-25T09:30:00Z",
-                        "phash": "dd1e7963d1889865",
-                        "distance": 0,
+                        "phash": "dd1e7b63d1889861",
+                        "distance": 2,
                         "original": False,
+                        "match": "near",
+                        "similarity": 0.987,
                     },
                 ],
             }

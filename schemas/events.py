@@ -9,6 +9,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.messages import MatchRule
+
 Phash = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 """64-bit pHash as 16 lowercase hex digits: the text of `str(imagehash.phash(image))`."""
 
@@ -55,6 +57,11 @@ class AssetFailed(Event):
     """Human-readable explanation."""
 
 
+MatchKind = Literal["original", "identical", "same_phash", "near", "mirrored", "rotated"]
+"""How a member matches its set's original: `original` (it is the original), `identical` (same
+bytes), `same_phash`, `near` (see `distance` and `similarity`), `mirrored` or `rotated`."""
+
+
 class SetMember(BaseModel):
     """One asset of a duplicate set."""
 
@@ -76,9 +83,14 @@ class SetMember(BaseModel):
     phash: Phash
     """Its perceptual hash."""
     distance: int
-    """Hamming distance to the set's original (0 for the original itself)."""
+    """Hamming distance to the set's original (0 for the original itself); for a mirrored or
+    rotated member, the distance after turning the original the same way."""
     original: bool
     """True for the first member only."""
+    match: MatchKind
+    """How it matches the original."""
+    similarity: Annotated[float, Field(ge=-1, le=1)] | None = None
+    """`verified` rule only: signature correlation with the original, 1 = the same picture."""
 
 
 class DuplicateSet(BaseModel):
@@ -99,8 +111,10 @@ class DuplicatesFound(Event):
     """The request this answers."""
     portal_id: str
     """The tenant."""
-    max_distance: int
-    """The distance the sets were formed with."""
+    match: MatchRule
+    """The rule the sets were formed with."""
+    max_distance: int | None
+    """The distance of the `phash` rule; null under `verified`."""
     total_sets: int
     """Sets in the whole answer, over all pages."""
     page: int

@@ -26,6 +26,11 @@ Tag = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 MaxDistance = Annotated[StrictInt, Field(ge=0, le=32)]
 """Hamming distance between two 64-bit pHashes that still counts as a duplicate (0 = equal)."""
 
+MatchRule = Literal["phash", "verified"]
+"""How duplicates are recognised. `phash`: the pHashes are within `max_distance` (the rule of
+the product dupfinder replaces). `verified`: candidates from the stored hashes, including the
+mirrored and rotated image, each confirmed on its signature (see the README)."""
+
 
 class Payload(BaseModel):
     """Common configuration of every inbound payload."""
@@ -111,8 +116,11 @@ class FindDuplicates(Payload):
     """The filter or search; empty = the whole portal."""
     sort: Sort = Sort()
     """The asset bank's current order."""
+    match: MatchRule | None = None
+    """The matching rule; absent = the configured default (`verified` as shipped)."""
     max_distance: MaxDistance | None = None
-    """Largest Hamming distance to the original; absent = the configured default."""
+    """`phash` rule only: largest Hamming distance to the original; absent = the configured
+    default."""
 
 
 class MakeOriginal(Payload):
@@ -137,5 +145,9 @@ class DeleteDuplicates(Payload):
     """The set's original, which is never deleted."""
     asset_ids: Annotated[list[Id], Field(min_length=1, max_length=10_000)]
     """The duplicates to delete."""
+    match: MatchRule | None = None
+    """Each asset must still match the original under this rule; absent = the configured
+    default. Send the rule the sets were found with."""
     max_distance: MaxDistance | None = None
-    """Each asset must still be this close to the original; absent = the configured default."""
+    """`phash` rule only: each asset must still be this close to the original; absent = the
+    configured default."""

@@ -51,7 +51,9 @@ from schemas.messages import (
     DeleteDuplicates,
     FindDuplicates,
     MakeOriginal,
+    MatchRule,
     Payload,
+    Scope,
 )
 from worker import deletion, grouping, pages
 from worker.broker import build_broker
@@ -367,18 +369,21 @@ def _request_failed(ids: dict[str, str], reason: str, detail: str) -> Event:
 async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> None:
     """Answer with the duplicate sets in scope, paged, in the asset bank's order."""
     started = time.perf_counter()
-    max_distance = (
-        request.max_distance if request.max_distance is not None else rt.settings.max_distance
-    )
+    rule, max_distance = _rule(rt, request.match, request.max_distance)
     candidates = await rt.store.candidates(
-        request.portal_id, request.scope, with_titles=request.sort.field == "title"
+        request.portal_id,
+        request.scope,
+        with_titles=request.sort.field == "title",
+        with_prints=rule == "verified",
     )
     order = grouping.original_order(
         candidates.pinned_at_us, candidates.pixels, candidates.uploaded_at_us, candidates.asset_ids
     )
-    groups = pages.bank_order(
-        candidates, grouping.form_sets(candidates.phashes, order, max_distance), request.sort
+    # Grouping is CPU work over arrays: off the event loop, so heartbeats and other actors run.
+    found = await asyncio.get_running_loop().run_in_executor(
+        None, grouping.find_sets, candidates, order, rule, max_distance
     )
+    groups = pages.bank_order(candidates, found, request.sort)
     size = rt.settings.page_size
     total = len(groups)
     count = pages.page_count(total, size)
@@ -391,7 +396,8 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
             pages.build_page(
                 request_id=request.request_id,
                 portal_id=request.portal_id,
-                max_distance=max_distance,
+                match=rule,
+                max_distance=max_distance if rule == "phash" else None,
                 groups=chunk,
                 asset_ids=candidates.asset_ids,
                 docs=docs,
@@ -403,12 +409,21 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
     SEARCH_SECONDS.observe(time.perf_counter() - started)
     SEARCH_SETS.observe(total)
     log.info(
-        "request %s of portal %s: %d sets from %d assets (message %s)",
+        "request %s of portal %s: %d sets (%s) from %d assets (message %s)",
         request.request_id,
         request.portal_id,
         total,
+        rule,
         len(candidates.asset_ids),
         delivery.message_id,
+    )
+
+
+def _rule(rt: Runtime, match: MatchRule | None, max_distance: int | None) -> tuple[MatchRule, int]:
+    """The request's matching rule and pHash radius, the configured defaults where absent."""
+    return (
+        match if match is not None else rt.settings.match,
+        max_distance if max_distance is not None else rt.settings.max_distance,
     )
 
 
@@ -470,9 +485,7 @@ async def make_original(command: MakeOriginal, rt: Runtime, delivery: Delivery) 
 @_contract_actor(DeleteDuplicates, _command_failed, ("command_id", "portal_id"))
 async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: Delivery) -> None:
     """Delete duplicates of an original, never the original itself."""
-    max_distance = (
-        command.max_distance if command.max_distance is not None else rt.settings.max_distance
-    )
+    rule, max_distance = _rule(rt, command.match, command.max_distance)
 
     async def act() -> Event:
         ids = [command.original_id, *command.asset_ids]
@@ -485,7 +498,16 @@ async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: De
                 reason="original_not_found",
                 detail=f"no live asset {command.original_id!r} in this portal",
             )
-        decision = deletion.decide(original, command.asset_ids, live, deleted, max_distance)
+        # Each asset must still match the original under the rule the sets were found with.
+        pair = await rt.store.candidates(
+            command.portal_id,
+            Scope(asset_ids=[command.original_id, *live]),
+            with_titles=False,
+            with_prints=rule == "verified",
+        )
+        at = pair.asset_ids.index(command.original_id)
+        duplicates = {pair.asset_ids[i] for i in grouping.matches_of(pair, at, rule, max_distance)}
+        decision = deletion.decide(original, command.asset_ids, live, deleted, duplicates)
         done = set(decision.already_deleted)
         rejected = list(decision.rejected)
         for asset_id in decision.delete:

@@ -15,6 +15,7 @@ from schemas.messages import Sort
 from worker.config import get_settings
 
 if TYPE_CHECKING:
+    from schemas.events import SetMember
     from worker.config import Settings
     from worker.scan import ScanResult
     from worker.store import AssetStore
@@ -425,6 +426,7 @@ def _scan(args: argparse.Namespace) -> int:
     sort = Sort.model_validate({"field": field, "order": order or "desc"})
     result = scan(
         args.paths,
+        match=args.match or settings.match,
         max_distance=args.max_distance if args.max_distance is not None else settings.max_distance,
         limits=FetchLimits(
             settings.max_source_bytes, settings.fetch_timeout_s, settings.fetch_connect_timeout_s
@@ -454,7 +456,7 @@ def _print_table(result: ScanResult) -> None:
     for number, dup_set in enumerate(result.sets, start=1):
         print(f"set {number}: {len(dup_set.assets)} images")
         for member in dup_set.assets:
-            mark = "original " if member.original else f"d={member.distance:<6} "
+            mark = "original " if member.original else _how(member)
             size = f"{member.width}x{member.height}"
             stamp = member.uploaded_at.strftime("%Y-%m-%d %H:%M")
             print(f"  {mark} {size:>11}  {stamp}  {member.asset_id}")
@@ -463,6 +465,16 @@ def _print_table(result: ScanResult) -> None:
         f"{result.files} files, {len(result.failures)} unreadable, {len(result.sets)} duplicate "
         f"sets, {duplicates} duplicates"
     )
+
+
+def _how(member: SetMember) -> str:
+    """How a member matches its original, in a fixed-width column."""
+    if member.match == "near":
+        shown = f"near d={member.distance}"
+        if member.similarity is not None:
+            shown += f" s={member.similarity:.2f}"
+        return f"{shown:<20}"
+    return f"{member.match:<20}"
 
 
 def _distance(text: str) -> int:
@@ -571,10 +583,15 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to scan")
     scan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     scan.add_argument(
+        "--match",
+        choices=["phash", "verified"],
+        help="matching rule (default DUPFINDER_MATCH, shipped verified)",
+    )
+    scan.add_argument(
         "--max-distance",
         type=_distance,
         metavar="N",
-        help="Hamming radius, 0-32 (default DUPFINDER_MAX_DISTANCE, shipped 0)",
+        help="Hamming radius of the phash rule, 0-32 (default DUPFINDER_MAX_DISTANCE, shipped 0)",
     )
     scan.add_argument(
         "--sort",

@@ -36,8 +36,11 @@ class Settings(BaseSettings):
     mongodb_timeout_ms: Annotated[int, Field(ge=100)] = 5000
     """Server selection and socket timeout: an outage becomes a retry, not a stall."""
 
+    match: Literal["phash", "verified"] = "verified"
+    """Default matching rule of `find-duplicates` and `delete-duplicates` (README: Matching)."""
     max_distance: Annotated[int, Field(ge=0, le=32)] = 0
-    """Default Hamming radius for duplicates (0 = equal pHashes, as the product we imitate)."""
+    """Default Hamming radius of the `phash` rule (0 = equal pHashes, as the product we
+    imitate)."""
     max_pixels: Annotated[int, Field(ge=1)] = 150_000_000
     """Images with more pixels are refused as `too_large` before decoding (decompression bombs)."""
     max_source_bytes: Annotated[int, Field(ge=1)] = 256 * 1024 * 1024

@@ -8,7 +8,7 @@ original.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from schemas.events import RejectionReason
@@ -20,7 +20,6 @@ class AssetFacts:
     """What the decision needs to know about one live asset."""
 
     asset_id: str
-    phash: int
     pixels: int
     uploaded_at_us: int
     pinned_at_us: int
@@ -48,7 +47,7 @@ def decide(
     requested: Sequence[str],
     live: Mapping[str, AssetFacts],
     deleted: frozenset[str],
-    max_distance: int,
+    duplicates: Set[str],
 ) -> Decision:
     """Sort each requested asset into delete, already deleted or rejected (with its reason).
 
@@ -67,7 +66,7 @@ def decide(
             already.append(asset_id)
         elif facts is None:
             rejected.append((asset_id, "not_found"))
-        elif (facts.phash ^ original.phash).bit_count() > max_distance:
+        elif asset_id not in duplicates:
             rejected.append((asset_id, "not_a_duplicate"))
         elif facts.key < original.key:
             rejected.append((asset_id, "is_original"))

@@ -21,6 +21,7 @@ the upload path a few hundred microseconds and no second decode:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import scipy.fftpack
@@ -101,12 +102,18 @@ def signature_of(pixels: NDArray[np.float64]) -> bytes:
 
 def detail_of(pixels: NDArray[np.float64]) -> float:
     """Residual standard deviation after the best-fitting plane: 0 for flat and ramped frames."""
-    h, w = pixels.shape
-    y, x = np.mgrid[0:h, 0:w]
-    design = np.column_stack((np.ones(h * w), x.ravel(), y.ravel()))
+    design, solve = _plane(pixels.shape)
     values = pixels.ravel()
-    coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
-    return float(np.std(values - design @ coefficients))
+    return float(np.std(values - design @ (solve @ values)))
+
+
+@cache
+def _plane(shape: tuple[int, ...]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The design matrix of a plane over `shape` and its least-squares solver (pseudo-inverse)."""
+    h, w = shape
+    y, x = np.mgrid[0:h, 0:w]
+    design = np.column_stack((np.ones(h * w), x.ravel(), y.ravel())).astype(np.float64)
+    return design, np.asarray(np.linalg.pinv(design), dtype=np.float64)
 
 
 def _dct(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -116,11 +123,11 @@ def _dct(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
 
 def _bits(low: NDArray[np.float64]) -> str:
     """Hex text of `low > median(low)`, in imagehash's order (row-major, first bit highest)."""
-    flags = (low > np.median(low)).ravel()
-    value = 0
-    for flag in flags:
-        value = (value << 1) | int(flag)
-    return f"{value:016x}"
+    values = low.ravel()
+    middle = len(values) // 2
+    part = np.partition(values, (middle - 1, middle))
+    median = (part[middle - 1] + part[middle]) / 2  # np.median's value, without its overhead
+    return np.packbits(values > median).tobytes().hex()
 
 
 def _centre_box(size: tuple[int, int]) -> tuple[float, float, float, float]:

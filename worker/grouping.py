@@ -33,6 +33,8 @@ class Candidates:
     pinned_at_us: NDArray[np.int64]
     titles: list[str]
     """Empty unless the search sorts by title."""
+    prints: Fingerprints | None = None
+    """What the verified matcher reads; loaded only for `verified` searches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,32 @@ def original_order(
 def hamming(a: NDArray[np.uint64], b: np.uint64 | NDArray[np.uint64]) -> NDArray[np.int64]:
     """Bitwise Hamming distance between 64-bit hashes."""
     return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
+
+
+def find_sets(
+    candidates: Candidates, order: NDArray[np.intp], rule: str, max_distance: int
+) -> list[Group]:
+    """Duplicate sets under a matching rule: `phash` within `max_distance`, or `verified`."""
+    if rule == "verified":
+        if candidates.prints is None:
+            raise ValueError("the verified rule needs the candidates' fingerprints")
+        return form_verified_sets(candidates.prints, order)
+    return form_sets(candidates.phashes, order, max_distance)
+
+
+def matches_of(candidates: Candidates, index: int, rule: str, max_distance: int) -> set[int]:
+    """Positions that match the asset at `index` under a rule (what a delete re-checks)."""
+    if rule == "verified":
+        if candidates.prints is None:
+            raise ValueError("the verified rule needs the candidates' fingerprints")
+        found = confirmed_pairs(candidates.prints)
+        return {
+            int(b if a == index else a)
+            for a, b in zip(found.first.tolist(), found.second.tolist(), strict=True)
+            if index in (a, b)
+        }
+    close = hamming(candidates.phashes, candidates.phashes[index]) <= max_distance
+    return set(np.flatnonzero(close).tolist()) - {index}
 
 
 def form_sets(

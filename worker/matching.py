@@ -100,7 +100,7 @@ def columns(images: Sequence[HashedImage]) -> Fingerprints:
         variants=hex_column([v for p in prints if p for v in p.variants]).reshape(-1, 4),
         centres=hex_column([p.centre for p in prints if p]),
         signatures=np.frombuffer(b"".join(p.signature for p in prints if p), np.uint8).reshape(
-            len(prints), -1
+            len(prints), SIGNATURE_SIDE * SIGNATURE_SIDE
         ),
         low_detail=np.array([p.low_detail for p in prints if p], dtype=bool),
         content=checksum_column([image.sha256 for image in images]),

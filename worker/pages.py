@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
-from numpy.typing import NDArray
-
-from schemas.events import DuplicateSet, DuplicatesFound, SetMember
-from schemas.messages import Sort
+from schemas.events import DuplicateSet, DuplicatesFound, MatchKind, SetMember
+from schemas.messages import MatchRule, Sort
 from worker.grouping import Candidates, Group, arrange, sort_rank
 
 
@@ -41,7 +38,8 @@ def build_page(
     *,
     request_id: str,
     portal_id: str,
-    max_distance: int,
+    match: MatchRule,
+    max_distance: int | None,
     groups: Sequence[Group],
     asset_ids: Sequence[str],
     docs: Mapping[str, Mapping[str, Any]],
@@ -53,12 +51,13 @@ def build_page(
     set left with fewer than two members."""
     sets = []
     for group in groups:
-        members = _members(group.members, group.distances, asset_ids, docs)
+        members = _members(group, asset_ids, docs)
         if len(members) >= 2 and members[0].original:
             sets.append(DuplicateSet(set_id=members[0].asset_id, assets=members))
     return DuplicatesFound(
         request_id=request_id,
         portal_id=portal_id,
+        match=match,
         max_distance=max_distance,
         total_sets=total_sets,
         page=page,
@@ -67,14 +66,23 @@ def build_page(
     )
 
 
+def _kind(group: Group, position: int, distance: int) -> MatchKind:
+    """How a member matches: named by the verified matcher, or read off the pHash distance."""
+    if position == 0:
+        return "original"
+    named = group.kind(position)
+    if named is not None:
+        return cast(MatchKind, named)
+    return "same_phash" if distance == 0 else "near"
+
+
 def _members(
-    positions: NDArray[np.intp],
-    distances: NDArray[np.int64],
-    asset_ids: Sequence[str],
-    docs: Mapping[str, Mapping[str, Any]],
+    group: Group, asset_ids: Sequence[str], docs: Mapping[str, Mapping[str, Any]]
 ) -> list[SetMember]:
     members = []
-    for n, (position, distance) in enumerate(zip(positions, distances, strict=True)):
+    for n, (position, distance) in enumerate(
+        zip(group.members.tolist(), group.distances.tolist(), strict=True)
+    ):
         doc = docs.get(asset_ids[position])
         if doc is None:
             continue
@@ -91,6 +99,8 @@ def _members(
                 phash=doc["phash"],
                 distance=int(distance),
                 original=n == 0,
+                match=_kind(group, n, distance),
+                similarity=None if group.similarity is None else round(group.similarity[n], 4),
             )
         )
     return members

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from schemas.events import DuplicateSet
-from schemas.messages import Sort
-from worker import grouping, pages
+from schemas.messages import MatchRule, Sort
+from worker import grouping, matching, pages
 from worker.errors import PermanentError, TransientError
 from worker.fetching import FetchLimits, fetch
 from worker.hashing import HashedImage, hash_image
@@ -84,6 +84,7 @@ def _hash_file(path: str, limits: FetchLimits, max_pixels: int) -> HashedImage |
 def scan(
     paths: Iterable[str],
     *,
+    match: MatchRule,
     max_distance: int,
     limits: FetchLimits,
     max_pixels: int,
@@ -106,11 +107,11 @@ def scan(
                 hashed.append((path, outcome))
             if progress is not None:
                 progress(done, len(files))
-    return ScanResult(_group(hashed, max_distance, sort), len(files), failures)
+    return ScanResult(_group(hashed, match, max_distance, sort), len(files), failures)
 
 
 def _group(
-    hashed: list[tuple[str, HashedImage]], max_distance: int, sort: Sort
+    hashed: list[tuple[str, HashedImage]], match: MatchRule, max_distance: int, sort: Sort
 ) -> list[DuplicateSet]:
     ids = [path for path, _ in hashed]
     mtimes = [datetime.fromtimestamp(os.stat(path).st_mtime, UTC) for path in ids]
@@ -121,12 +122,13 @@ def _group(
         uploaded_at_us=np.array([int(m.timestamp() * 1_000_000) for m in mtimes], dtype=np.int64),
         pinned_at_us=np.zeros(len(ids), dtype=np.int64),
         titles=[Path(p).name for p in ids],
+        prints=matching.columns([h for _, h in hashed]) if match == "verified" else None,
     )
     order = grouping.original_order(
         candidates.pinned_at_us, candidates.pixels, candidates.uploaded_at_us, ids
     )
     groups = pages.bank_order(
-        candidates, grouping.form_sets(candidates.phashes, order, max_distance), sort
+        candidates, grouping.find_sets(candidates, order, match, max_distance), sort
     )
     docs: dict[str, dict[str, Any]] = {
         path: {
@@ -144,7 +146,8 @@ def _group(
     page = pages.build_page(
         request_id="scan",
         portal_id="local",
-        max_distance=max_distance,
+        match=match,
+        max_distance=max_distance if match == "phash" else None,
         groups=groups,
         asset_ids=ids,
         docs=docs,

@@ -15,6 +15,7 @@ Driver errors that mean "the database is not reachable right now" become `StoreU
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -23,6 +24,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError
@@ -31,13 +33,17 @@ from schemas.messages import AssetUploaded, Scope
 from worker.config import Settings
 from worker.deletion import AssetFacts
 from worker.errors import StoreUnavailable
+from worker.fingerprint import SIGNATURE_SIDE
 from worker.grouping import Candidates
 from worker.hashing import HashedImage, phash_to_signed
+from worker.matching import Fingerprints, checksum_column
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 HASHED, FAILED, DELETED, PENDING = "hashed", "failed", "deleted", "pending"
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -97,6 +103,76 @@ def scope_filter(portal_id: str, scope: Scope) -> dict[str, Any]:
     if dates:
         query["uploaded_at"] = dates
     return query
+
+
+def _fingerprint_fields(image: HashedImage) -> dict[str, Any]:
+    """What the verified matcher needs, as stored (absent when the hash was reused)."""
+    prints = image.fingerprint
+    if prints is None:
+        return {}
+    return {
+        "variants_i64": [phash_to_signed(v) for v in prints.variants],
+        "centre_i64": phash_to_signed(prints.centre),
+        "signature": prints.signature,
+        "detail": prints.detail,
+        "low_detail": prints.low_detail,
+        "pixels_sha256": image.pixels_sha256,
+    }
+
+
+class _PrintColumns:
+    """Accumulates the verified matcher's columns from streamed documents.
+
+    An asset hashed before fingerprints existed (hash version < 3) has none: it is treated as
+    low-detail, so it matches only by identical bytes until `dupfinder rehash` refreshes it.
+    """
+
+    FIELDS = ("variants_i64", "centre_i64", "signature", "low_detail", "sha256", "pixels_sha256")
+    _NO_SIGNATURE = bytes(SIGNATURE_SIDE * SIGNATURE_SIDE)
+
+    def __init__(self) -> None:
+        self.variants: list[int] = []
+        self.centres: list[int] = []
+        self.signatures = bytearray()
+        self.low_detail: list[bool] = []
+        self.content: list[str | None] = []
+        self.pixels: list[str | None] = []
+        self.missing = 0
+
+    def add(self, doc: dict[str, Any]) -> None:
+        signature = doc.get("signature")
+        if signature is None:
+            self.missing += 1
+            self.variants += [0, 0, 0, 0]
+            self.centres.append(0)
+            self.signatures += self._NO_SIGNATURE
+            self.low_detail.append(True)
+        else:
+            self.variants += doc["variants_i64"]
+            self.centres.append(doc["centre_i64"])
+            self.signatures += signature
+            self.low_detail.append(doc["low_detail"])
+        self.content.append(doc.get("sha256"))
+        self.pixels.append(doc.get("pixels_sha256"))
+
+    def build(self, phashes: NDArray[np.int64]) -> Fingerprints:
+        if self.missing:
+            log.warning(
+                "%d assets in scope were hashed before fingerprints existed and match only by "
+                "identical bytes under `verified`; `dupfinder rehash` refreshes them",
+                self.missing,
+            )
+        return Fingerprints(
+            phashes=phashes.view(np.uint64),
+            variants=np.array(self.variants, dtype=np.int64).view(np.uint64).reshape(-1, 4),
+            centres=np.array(self.centres, dtype=np.int64).view(np.uint64),
+            signatures=np.frombuffer(bytes(self.signatures), dtype=np.uint8).reshape(
+                len(self.centres), SIGNATURE_SIDE * SIGNATURE_SIDE
+            ),
+            low_detail=np.array(self.low_detail, dtype=bool),
+            content=checksum_column(self.content),
+            pixels=checksum_column(self.pixels),
+        )
 
 
 class AssetStore:
@@ -189,6 +265,7 @@ class AssetStore:
             "hash_provenance": provenance,
             "hashed_at": hashed_at,
             "updated_at": now,
+            **_fingerprint_fields(image),
         }
         return await self._upsert_live(
             upload, {"$set": fields, "$unset": {"failure": "", "received_at": ""}}
@@ -299,7 +376,6 @@ class AssetStore:
                 "_id": 0,
                 "asset_id": 1,
                 "state": 1,
-                "phash": 1,
                 "pixels": 1,
                 "uploaded_at": 1,
                 "pinned_at": 1,
@@ -311,7 +387,6 @@ class AssetStore:
             elif doc["state"] == HASHED:
                 live[doc["asset_id"]] = AssetFacts(
                     asset_id=doc["asset_id"],
-                    phash=int(doc["phash"], 16),
                     pixels=doc["pixels"],
                     uploaded_at_us=to_us(doc["uploaded_at"]),
                     pinned_at_us=to_us(doc.get("pinned_at")),
@@ -319,9 +394,19 @@ class AssetStore:
         return live, frozenset(deleted)
 
     async def candidates(
-        self, portal_id: str, scope: Scope, *, with_titles: bool, batch_size: int = 5000
+        self,
+        portal_id: str,
+        scope: Scope,
+        *,
+        with_titles: bool,
+        with_prints: bool = False,
+        batch_size: int = 5000,
     ) -> Candidates:
-        """Stream the in-scope assets' projected fields into columns (no documents are kept)."""
+        """Stream the in-scope assets' projected fields into columns (no documents are kept).
+
+        `with_prints` adds what the verified matcher reads (about 1.1 KiB an asset, nearly all
+        of it the signature).
+        """
         projection = {
             "_id": 0,
             "asset_id": 1,
@@ -332,6 +417,9 @@ class AssetStore:
         }
         if with_titles:
             projection["title"] = 1
+        prints = _PrintColumns() if with_prints else None
+        if prints is not None:
+            projection.update(dict.fromkeys(_PrintColumns.FIELDS, 1))
         ids: list[str] = []
         hashes: list[int] = []
         pixels: list[int] = []
@@ -350,6 +438,8 @@ class AssetStore:
                 pinned.append(to_us(doc.get("pinned_at")))
                 if with_titles:
                     titles.append(doc.get("title", ""))
+                if prints is not None:
+                    prints.add(doc)
         return Candidates(
             asset_ids=ids,
             phashes=np.array(hashes, dtype=np.int64).view(np.uint64),
@@ -357,6 +447,7 @@ class AssetStore:
             uploaded_at_us=np.array(uploaded, dtype=np.int64),
             pinned_at_us=np.array(pinned, dtype=np.int64),
             titles=titles,
+            prints=None if prints is None else prints.build(np.array(hashes, dtype=np.int64)),
         )
 
     @_store_errors

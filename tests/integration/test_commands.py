@@ -271,3 +271,34 @@ def test_conflicting_commands_leave_exactly_one_live_original(
         latest_pin = max(live, key=lambda d: d.get("pinned_at") or datetime.min.replace(tzinfo=UTC))
         assert shown[0] == latest_pin["asset_id"]
         assert sorted(shown) == sorted(d["asset_id"] for d in live)
+
+
+def test_delete_checks_the_rule_the_sets_were_found_with(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    from PIL import Image
+
+    base = photo(62, size=(640, 480))
+    harness.upload(portal, "base", write(images / "base.png", base), uploaded_at=T0)
+    mirrored = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for n in (1, 2):
+        harness.upload(portal, f"m{n}", write(images / f"m{n}.png", mirrored))
+    harness.wait_for(portal, "asset.hashed", count=3)
+
+    for command_id, asset_id, match in (("d1", "m1", "phash"), ("d2", "m2", "verified")):
+        harness.send(
+            DeleteDuplicates(
+                command_id=command_id,
+                portal_id=portal,
+                original_id="base",
+                asset_ids=[asset_id],
+                match=match,
+                max_distance=10,
+            )
+        )
+    events = {e["command_id"]: e for e in harness.wait_for(portal, "duplicates.deleted", count=2)}
+
+    # A mirror is 30-odd bits from its original: not a duplicate under pHash, confirmed as one
+    # under the verified rule.
+    assert events["d1"]["rejected"] == [{"asset_id": "m1", "reason": "not_a_duplicate"}]
+    assert events["d2"]["deleted"] == ["m2"]

@@ -69,15 +69,18 @@ def test_equal_hashes_form_a_set_with_the_most_pixels_as_original(
         ],
     )
 
-    (page,) = ask(harness, portal)
+    (page,) = ask(harness, portal, match="phash")
 
-    assert (page["total_sets"], page["page"], page["pages"], page["max_distance"]) == (1, 1, 1, 0)
+    assert (page["total_sets"], page["page"], page["pages"]) == (1, 1, 1)
+    assert (page["match"], page["max_distance"]) == ("phash", 0)
     (dup_set,) = page["sets"]
     # The original (most pixels) first, then the rest newest first, the bank's default order
     assert [a["asset_id"] for a in dup_set["assets"]] == ["big", "same_medium", "medium"]
     assert dup_set["set_id"] == "big"
     assert [a["original"] for a in dup_set["assets"]] == [True, False, False]
     assert [a["distance"] for a in dup_set["assets"]] == [0, 0, 0]
+    assert [a["match"] for a in dup_set["assets"]] == ["original", "same_phash", "same_phash"]
+    assert [a["similarity"] for a in dup_set["assets"]] == [None, None, None]
     original = dup_set["assets"][0]
     assert (original["title"], original["tags"], original["width"], original["height"]) == (
         "Big",
@@ -188,8 +191,9 @@ def test_max_distance_widens_matches_around_originals(
         ],
     )
 
-    (exact,) = ask(harness, portal, "exact")
-    (near,) = ask(harness, portal, "near", max_distance=16)
+    (exact,) = ask(harness, portal, "exact", match="phash")
+    (near,) = ask(harness, portal, "near", match="phash", max_distance=16)
+    (verified,) = ask(harness, portal, "verified")
 
     assert exact["sets"] == []
     (dup_set,) = near["sets"]
@@ -197,6 +201,12 @@ def test_max_distance_widens_matches_around_originals(
     distances = {a["asset_id"]: a["distance"] for a in dup_set["assets"]}
     assert distances["base"] == 0 or distances["altered"] == 0
     assert 0 < max(distances.values()) <= 16
+    # The shipped rule confirms the altered copy on its signature, without a radius to tune
+    assert (verified["match"], verified["max_distance"]) == ("verified", None)
+    (confirmed,) = verified["sets"]
+    copy = confirmed["assets"][1]
+    assert copy["match"] == "near" and copy["distance"] == max(distances.values())
+    assert 0.92 <= copy["similarity"] <= 1
 
 
 def test_large_answers_are_paged(harness: Harness, portal: str, images: Path) -> None:
@@ -230,3 +240,42 @@ def test_another_portals_assets_are_invisible(harness: Harness, portal: str, ima
 
     assert page["sets"] == []
     assert harness.events(other, "duplicates.found") == []
+
+
+def test_verified_sets_name_how_each_copy_matches(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    # Given a picture, its byte copy, a re-encoded copy, a mirror and a quarter turn
+    base = photo(70, size=(640, 480))
+    original = write(images / "base.png", base)
+    mirror = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    upload_all(
+        harness,
+        portal,
+        [
+            ("base", original, {"uploaded_at": T0}),
+            ("bytes", original, {"uploaded_at": T0 + DAY}),
+            ("jpeg", write(images / "b.jpg", base, "JPEG", quality=70), {"uploaded_at": T0 + DAY}),
+            ("mirror", write(images / "m.png", mirror), {}),
+            ("turned", write(images / "t.png", base.transpose(Image.Transpose.ROTATE_270)), {}),
+            ("stranger", write(images / "s.png", photo(71, size=(640, 480))), {}),
+        ],
+    )
+
+    (verified,) = ask(harness, portal, "v")
+    (phash,) = ask(harness, portal, "p", match="phash", max_distance=8)
+
+    (dup_set,) = verified["sets"]
+    kinds = {a["asset_id"]: a["match"] for a in dup_set["assets"]}
+    assert kinds == {
+        "base": "original",
+        "bytes": "identical",
+        "jpeg": kinds["jpeg"],
+        "mirror": "mirrored",
+        "turned": "rotated",
+    }
+    assert kinds["jpeg"] in ("same_phash", "near")
+    assert dup_set["assets"][0]["asset_id"] == "base"  # same pixels: the earliest upload
+    # The product's rule cannot see a mirror or a turn
+    (exact_set,) = phash["sets"]
+    assert {a["asset_id"] for a in exact_set["assets"]} == {"base", "bytes", "jpeg"}

@@ -34,7 +34,7 @@ def make_folder(root: Path) -> None:
 
 def test_scan_prints_sets_as_json_shaped_like_the_contract(tmp_path: Path) -> None:
     make_folder(tmp_path)
-    result = run(str(tmp_path), "--json", "--quiet", "--max-distance", "4")
+    result = run(str(tmp_path), "--json", "--quiet", "--match", "phash", "--max-distance", "4")
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["files"] == 4 and body["failed"] == []
@@ -56,13 +56,16 @@ def test_scan_prints_sets_as_json_shaped_like_the_contract(tmp_path: Path) -> No
         "phash",
         "distance",
         "original",
+        "match",
+        "similarity",
     }
+    assert small["match"] in ("same_phash", "near") and small["similarity"] is None
 
 
 def test_scan_table_and_unreadable_files(tmp_path: Path) -> None:
     make_folder(tmp_path)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    result = run(str(tmp_path), "--max-distance", "4")
+    result = run(str(tmp_path), "--match", "phash", "--max-distance", "4")
     assert result.returncode == 1  # some files could not be read
     assert "set 1: 3 images" in result.stdout
     assert "5 files, 1 unreadable, 1 duplicate sets, 2 duplicates" in result.stdout
@@ -70,12 +73,30 @@ def test_scan_table_and_unreadable_files(tmp_path: Path) -> None:
     assert "] hashed 5/5 files" in result.stderr  # progress bar, count, rate
 
 
-def test_scan_default_is_exact_match(tmp_path: Path) -> None:
+def test_scan_phash_rule_at_radius_0_is_exact_match(tmp_path: Path) -> None:
     make_folder(tmp_path)
-    body = json.loads(run(str(tmp_path), "--json", "--quiet").stdout)
+    body = json.loads(run(str(tmp_path), "--json", "--quiet", "--match", "phash").stdout)
     for dup_set in body["sets"]:
         assert {a["phash"] for a in dup_set["assets"]} == {dup_set["assets"][0]["phash"]}
         assert {a["distance"] for a in dup_set["assets"]} == {0}
+
+
+def test_scan_default_is_verified_and_finds_turned_copies(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    big = photo(90, size=(800, 600))
+    write(tmp_path / "mirrored.png", big.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    write(tmp_path / "turned.png", big.transpose(Image.Transpose.ROTATE_90))
+    body = json.loads(run(str(tmp_path), "--json", "--quiet").stdout)
+    (dup_set,) = body["sets"]
+    kinds = {Path(a["asset_id"]).name: a["match"] for a in dup_set["assets"]}
+    assert kinds["mirrored.png"] == "mirrored" and kinds["turned.png"] == "rotated"
+    assert kinds["copy.jpg"] in ("same_phash", "near") and kinds["small.png"] in (
+        "same_phash",
+        "near",
+    )
+    assert all(a["similarity"] >= 0.92 for a in dup_set["assets"])
+    table = run(str(tmp_path), "--quiet").stdout
+    assert "mirrored" in table and "rotated" in table
 
 
 def test_scan_usage_errors(tmp_path: Path) -> None:
