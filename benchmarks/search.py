@@ -1,12 +1,17 @@
 """The search core at portal scale: all pairs within a radius, and duplicate sets.
 
     python -m benchmarks.search [--n 100000] [--radius 8] [--baselines faiss,brute,bktree]
+                                [--verified]
 
 Hashes: pHashes of the sample photos and their copies, plus balanced random 64-bit hashes (how
 unrelated photos' pHashes spread), with planted near copies 0-8 bits from an original. Prints the
 time of dupfinder's multi-index search and of each baseline in the same run, checks that no pair
 within the radius is missed (against brute force on a sample of queries), and the memory the
 core holds per asset. One core (BLAS/OpenMP threads pinned to 1).
+
+`--verified` also times the verified matcher over the same assets: every asset gets a full
+fingerprint (centre hash, turn variants and a photo-like 32 x 32 signature); planted copies get
+their original's signature with noise, and some are planted as mirrors.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.grouping import form_sets, hamming, original_order
+from worker.grouping import form_sets, form_verified_sets, hamming, original_order
+from worker.matching import Fingerprints
 from worker.neighbours import pairs_within
 
 
@@ -45,6 +51,47 @@ def corpus(n: int, seed: int) -> NDArray[np.uint64]:
         bits = rng.choice(64, size=k % 9, replace=False)
         hashes[c] = hashes[o] ^ np.uint64(sum(1 << int(b) for b in bits))
     return hashes
+
+
+def fingerprints(hashes: NDArray[np.uint64], seed: int) -> tuple[Fingerprints, int]:
+    """Fingerprints for `hashes` as `corpus` planted them, and how many copies were planted.
+
+    Unrelated signatures are smooth random fields (unrelated photos correlate like these, spread
+    around 0); a planted copy's signature is its original's plus noise, and every tenth planted
+    copy is a mirror (its pHash is the original's mirror variant).
+    """
+    n = len(hashes)
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, 4, 4), dtype=np.uint8)
+    signatures = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2).reshape(n, 1024)
+    signatures = signatures + rng.integers(0, 8, signatures.shape, dtype=np.uint8)
+    variants = rng.integers(0, 2**64 - 1, (n, 4), dtype=np.uint64, endpoint=True)
+    centres = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    replan = np.random.default_rng(1)  # corpus(seed=1)'s plan, replayed to find its copies
+    replan.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    originals = replan.choice(n, size=n // 100, replace=False)
+    copies = replan.choice(
+        np.setdiff1d(np.arange(n), originals), size=len(originals), replace=False
+    )
+    noise = rng.integers(0, 4, (len(copies), 1024), dtype=np.uint8)
+    signatures[copies] = np.minimum(signatures[originals].astype(np.int32) + noise, 255)
+    centres[copies] = centres[originals]
+    mirrored = copies[::10]
+    signatures[mirrored] = (
+        signatures[originals[::10]].reshape(-1, 32, 32)[:, :, ::-1].reshape(-1, 1024)
+    )
+    hashes = hashes.copy()
+    hashes[mirrored] = variants[originals[::10], 0]
+    prints = Fingerprints(
+        phashes=hashes,
+        variants=variants,
+        centres=centres,
+        signatures=signatures.astype(np.uint8),
+        low_detail=np.zeros(n, dtype=bool),
+        content=rng.integers(1, 2**62, n, dtype=np.int64),
+        pixels=np.zeros(n, dtype=np.int64),
+    )
+    return prints, len(copies)
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -103,6 +150,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--radius", type=int, default=8)
     parser.add_argument("--baselines", default="faiss,brute,bktree")
+    parser.add_argument("--verified", action="store_true", help="also time the verified rule")
     args = parser.parse_args()
     n, radius = args.n, args.radius
     hashes = corpus(n, seed=1)
@@ -129,6 +177,22 @@ def main() -> None:
         f"memory: inputs {inputs / n:.0f} bytes per asset, search peak {peak / n:.0f} bytes per "
         "asset on top (numpy allocations, tracemalloc)"
     )
+
+    if args.verified:
+        prints, planted = fingerprints(hashes, seed=3)
+        tracemalloc.start()
+        verified, verified_s = timed(lambda: form_verified_sets(prints, order))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        found = sum(len(g.members) - 1 for g in verified)
+        columns = sum(
+            a.nbytes for a in (prints.phashes, prints.variants, prints.centres, prints.signatures)
+        )
+        print(
+            f"dupfinder verified         {verified_s:8.2f} s   {len(verified):,} sets, {found:,} "
+            f"members for {planted:,} planted copies; inputs {columns / n:.0f} bytes per asset, "
+            f"peak {peak / n:.0f} bytes per asset on top"
+        )
 
     wanted = set(args.baselines.split(","))
     if "faiss" in wanted:
