@@ -17,6 +17,7 @@ their original's signature with noise, and some are planted as mirrors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 import tracemalloc
@@ -67,6 +68,7 @@ def fingerprints(hashes: NDArray[np.uint64], seed: int) -> tuple[Fingerprints, i
     signatures = signatures + rng.integers(0, 8, signatures.shape, dtype=np.uint8)
     variants = rng.integers(0, 2**64 - 1, (n, 4), dtype=np.uint64, endpoint=True)
     centres = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    crops = rng.integers(0, 2**64 - 1, (n, 9), dtype=np.uint64, endpoint=True)
     replan = np.random.default_rng(1)  # corpus(seed=1)'s plan, replayed to find its copies
     replan.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
     originals = replan.choice(n, size=n // 100, replace=False)
@@ -86,6 +88,7 @@ def fingerprints(hashes: NDArray[np.uint64], seed: int) -> tuple[Fingerprints, i
         phashes=hashes,
         variants=variants,
         centres=centres,
+        crops=crops,
         signatures=signatures.astype(np.uint8),
         low_detail=np.zeros(n, dtype=bool),
         content=rng.integers(1, 2**62, n, dtype=np.int64),
@@ -185,9 +188,7 @@ def main() -> None:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         found = sum(len(g.members) - 1 for g in verified)
-        columns = sum(
-            a.nbytes for a in (prints.phashes, prints.variants, prints.centres, prints.signatures)
-        )
+        columns = sum(getattr(prints, field.name).nbytes for field in dataclasses.fields(prints))
         print(
             f"dupfinder verified         {verified_s:8.2f} s   {len(verified):,} sets, {found:,} "
             f"members for {planted:,} planted copies; inputs {columns / n:.0f} bytes per asset, "

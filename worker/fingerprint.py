@@ -10,6 +10,10 @@ the upload path a few hundred microseconds and no second decode:
 - `centre`: pHash of the middle of the picture (a 15 % border dropped on every side): a small
   border crop or a logo in a corner moves it far less than the full hash, so it widens the net
   for candidates without widening the radius.
+- `crops`: the pHash the picture would have with 4 % trimmed off one side, two adjacent sides
+  or all round (nine ways). A copy with its borders trimmed lands within a few bits of one of
+  them, where its own pHash may be 18 bits away; small radii over nine hashes cost far less to
+  search than one large radius.
 - `signature`: the 32 x 32 shrink itself, 1024 grey levels (1 KiB), compared by
   `verify` after candidates are found; a pHash only says two images are near, this says whether
   they are the same picture.
@@ -33,6 +37,19 @@ from PIL import Image
 SIGNATURE_SIDE = 32
 #: Share of the side dropped on every border for the centre hash.
 CENTRE_BORDER = 0.15
+#: Share of the side trimmed for the crop hashes, and which sides: (left, top, right, bottom).
+CROP_SHARE = 0.04
+CROPS: tuple[tuple[int, int, int, int], ...] = (
+    (1, 0, 0, 0),
+    (0, 1, 0, 0),
+    (0, 0, 1, 0),
+    (0, 0, 0, 1),
+    (1, 1, 0, 0),
+    (0, 1, 1, 0),
+    (0, 0, 1, 1),
+    (1, 0, 0, 1),
+    (1, 1, 1, 1),
+)
 #: Below this residual standard deviation (grey levels, 32 x 32, after removing a plane) an image
 #: is `low_detail`. Flat and gradient frames measure under 1; the least detailed photograph of
 #: the quality benchmark (a moon at contrast x0.7) measures about 8.
@@ -60,6 +77,9 @@ class Fingerprint:
     variants: tuple[str, str, str, str]
     """pHash of the image mirrored left-right, turned 90 (counter-clockwise), 180 and 270."""
     centre: str
+    crops: tuple[str, ...]
+    """pHashes of the picture trimmed as `CROPS` lists (4 % per trimmed side, half of that all
+    round)."""
     signature: bytes
     detail: float
 
@@ -72,12 +92,7 @@ def fingerprint(small: Image.Image) -> Fingerprint:
     """The fingerprint of a 32 x 32 greyscale image (pHash's input, as `hashing` makes it)."""
     pixels = np.asarray(small, dtype=np.float64)
     low = _dct(pixels)[:8, :8]
-    centre_pixels = np.asarray(
-        Image.fromarray(pixels.astype(np.float32), "F").resize(
-            small.size, Image.Resampling.BILINEAR, box=_centre_box(small.size)
-        ),
-        dtype=np.float64,
-    )
+    trimmed = _trimmed_lows(pixels)
     return Fingerprint(
         phash=_bits(low),
         variants=(
@@ -86,7 +101,8 @@ def fingerprint(small: Image.Image) -> Fingerprint:
             _bits(low * _ODD_ROWS * _ODD_COLUMNS),
             _bits(low.T * _ODD_COLUMNS),
         ),
-        centre=_bits(_dct(centre_pixels)[:8, :8]),
+        centre=_bits(trimmed[0]),
+        crops=tuple(_bits(low) for low in trimmed[1:]),
         signature=signature_of(pixels),
         detail=detail_of(pixels),
     )
@@ -130,6 +146,47 @@ def _bits(low: NDArray[np.float64]) -> str:
     return np.packbits(values > median).tobytes().hex()
 
 
-def _centre_box(size: tuple[int, int]) -> tuple[float, float, float, float]:
-    w, h = size
-    return (w * CENTRE_BORDER, h * CENTRE_BORDER, w * (1 - CENTRE_BORDER), h * (1 - CENTRE_BORDER))
+def trim_matrix(side: int, low: float, high: float) -> NDArray[np.float64]:
+    """Pillow's bilinear resize of a line of `side` pixels with shares `low` and `high` trimmed
+    off its ends, back to `side` pixels, as a matrix (taken from Pillow itself, one unit vector
+    at a time). Bilinear resampling is separable, so a trim of an image is `rows @ X @ cols.T`.
+    """
+    matrix = np.empty((side, side))
+    for p in range(side):
+        unit = np.zeros((1, side), dtype=np.float32)
+        unit[0, p] = 1.0
+        line = Image.fromarray(unit, "F").resize(
+            (side, 1), Image.Resampling.BILINEAR, box=(side * low, 0, side * (1 - high), 1)
+        )
+        matrix[:, p] = np.asarray(line)[0]
+    return matrix
+
+
+def _trims() -> list[tuple[float, float, float, float]]:
+    """(left, top, right, bottom) shares of the centre hash, then of every crop hash."""
+    border = CENTRE_BORDER
+    trims = [(border, border, border, border)]
+    for sides in CROPS:
+        share = CROP_SHARE / 2 if all(sides) else CROP_SHARE
+        left, top, right, bottom = (share * side for side in sides)
+        trims.append((left, top, right, bottom))
+    return trims
+
+
+@cache
+def _trim_operators() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per trim, the 8 x 32 matrices that map a 32 x 32 image straight to the low 8 x 8 DCT
+    block of its trimmed and resized self: `rows @ X @ cols.T`."""
+    n = 32
+    k = np.arange(8)[:, None]
+    x = np.arange(n)[None, :]
+    dct = 2 * np.cos(np.pi * k * (2 * x + 1) / (2 * n))  # scipy.fftpack's DCT-II, first 8 rows
+    rows = np.stack([dct @ trim_matrix(n, top, bottom) for _, top, _, bottom in _trims()])
+    cols = np.stack([dct @ trim_matrix(n, left, right) for left, _, right, _ in _trims()])
+    return rows, cols
+
+
+def _trimmed_lows(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The low 8 x 8 DCT block of the centre trim and of every crop trim, shape (10, 8, 8)."""
+    rows, cols = _trim_operators()
+    return np.asarray(rows @ pixels @ cols.transpose(0, 2, 1))

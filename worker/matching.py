@@ -2,8 +2,10 @@
 
 A pHash radius is not a matcher: unrelated photos fall within 8 bits by chance at portal scale,
 stereo pairs of one scene sit 4 bits apart, and a 5 % crop can move a hash 18 bits. So pairs are
-first proposed generously (pHash or centre hash within `NEAR_RADIUS`, a mirror or rotation
-variant within `TURN_RADIUS`, or the same bytes), then confirmed on the 32 x 32 signatures:
+first proposed generously but cheaply, by several small-radius searches instead of one large
+one (pHash within `NEAR_RADIUS`, centre hash within `CENTRE_RADIUS`, a crop hash of one within
+`CROP_RADIUS` of the other's pHash, a mirror or rotation variant within `TURN_RADIUS`, or the
+same bytes), then confirmed on the 32 x 32 signatures:
 
 - `near`: the Pearson correlation of the two signatures, maximised over 36 small border crops
   of either image (up to 6 % of each side), reaches `NEAR_SIMILARITY`. Correlation ignores
@@ -25,14 +27,18 @@ from functools import cache
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
-from worker.fingerprint import SIGNATURE_SIDE, VARIANTS
+from worker.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS, trim_matrix
 from worker.hashing import HashedImage
 from worker.neighbours import cross_pairs, pairs_within
 
-#: Candidates: pHash or centre hash within this many bits.
-NEAR_RADIUS = 12
+#: Candidates: pHashes within this many bits (re-encodes, resizes, tone changes: 0-4 measured).
+NEAR_RADIUS = 6
+#: Candidates: centre hashes within this many bits (corner logos: 0-8 measured).
+CENTRE_RADIUS = 8
+#: Candidates: a crop hash of one asset within this many bits of the other's pHash (border crops
+#: of 2-5 %: 0-6 measured, where their pHashes were up to 18 bits apart).
+CROP_RADIUS = 6
 #: Candidates: a mirror or rotation variant within this many bits of the other pHash.
 TURN_RADIUS = 6
 #: Confirmation: best correlation over border crops at least this.
@@ -68,6 +74,8 @@ class Fingerprints:
     variants: NDArray[np.uint64]
     """Shape (n, 4): mirror, rot90, rot180, rot270 (see `fingerprint.VARIANTS`)."""
     centres: NDArray[np.uint64]
+    crops: NDArray[np.uint64]
+    """Shape (n, 9): see `fingerprint.CROPS`."""
     signatures: NDArray[np.uint8]
     """Shape (n, SIGNATURE_SIDE ** 2)."""
     low_detail: NDArray[np.bool_]
@@ -99,6 +107,7 @@ def columns(images: Sequence[HashedImage]) -> Fingerprints:
         phashes=hex_column([p.phash for p in prints if p]),
         variants=hex_column([v for p in prints if p for v in p.variants]).reshape(-1, 4),
         centres=hex_column([p.centre for p in prints if p]),
+        crops=hex_column([c for p in prints if p for c in p.crops]).reshape(-1, len(CROPS)),
         signatures=np.frombuffer(b"".join(p.signature for p in prints if p), np.uint8).reshape(
             len(prints), SIGNATURE_SIDE * SIGNATURE_SIDE
         ),
@@ -138,12 +147,12 @@ def scored_candidates(prints: Fingerprints) -> Matches:
     """Every candidate pair with its verdict: kind -1 where the signatures did not confirm it."""
     n = len(prints.phashes)
     first_parts, second_parts = [], []
-    for hashes in (prints.phashes, prints.centres):
-        i, j, _ = pairs_within(hashes, NEAR_RADIUS)
+    for hashes, radius in ((prints.phashes, NEAR_RADIUS), (prints.centres, CENTRE_RADIUS)):
+        i, j, _ = pairs_within(hashes, radius)
         first_parts.append(i)
         second_parts.append(j)
-    for column in range(len(VARIANTS)):
-        i, j, _ = cross_pairs(prints.variants[:, column], prints.phashes, TURN_RADIUS)
+    for queries, radius in ((prints.variants, TURN_RADIUS), (prints.crops, CROP_RADIUS)):
+        i, j, _ = cross_pairs(queries, prints.phashes, radius)
         first_parts.append(np.minimum(i, j))
         second_parts.append(np.maximum(i, j))
     i, j = _equal_pairs(prints.content, skip=0)
@@ -257,27 +266,11 @@ def _normalised(signatures: NDArray[np.uint8]) -> NDArray[np.float64]:
 
 @cache
 def _crop_axes() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The crop-and-resize of every `_CROPS` entry, as one matrix per axis.
-
-    Bilinear resampling is separable, so a crop of a signature is `rows @ image @ columns.T`;
-    the matrices are taken from Pillow itself (the resize of each unit vector), so the result
-    equals Pillow's 2-D bilinear crop-resize.
-    """
+    """The crop-and-resize of every `_CROPS` entry, as one matrix per axis
+    (`fingerprint.trim_matrix`)."""
     side = SIGNATURE_SIDE
-
-    def axis(low: float, high: float) -> NDArray[np.float64]:
-        matrix = np.empty((side, side))
-        for p in range(side):
-            unit = np.zeros((1, side), dtype=np.float32)
-            unit[0, p] = 1.0
-            line = Image.fromarray(unit, "F").resize(
-                (side, 1), Image.Resampling.BILINEAR, box=(side * low, 0, side * (1 - high), 1)
-            )
-            matrix[:, p] = np.asarray(line)[0]
-        return matrix
-
-    rows = np.stack([axis(top, bottom) for _, top, _, bottom in _CROPS])
-    cols = np.stack([axis(left, right) for left, _, right, _ in _CROPS])
+    rows = np.stack([trim_matrix(side, top, bottom) for _, top, _, bottom in _CROPS])
+    cols = np.stack([trim_matrix(side, left, right) for left, _, right, _ in _CROPS])
     return rows, cols
 
 

@@ -32,7 +32,7 @@ def pairs_within(
 
     Pairs come sorted by (i, j).
     """
-    return _search(hashes, radius, None)
+    return _search(hashes, radius, None, 1)
 
 
 def cross_pairs(
@@ -41,23 +41,38 @@ def cross_pairs(
     """All (i, j, distance) with i != j and Hamming(queries[i], hashes[j]) <= radius.
 
     `queries` and `hashes` describe the same assets (row i of each is asset i), e.g. the mirror
-    variant of every asset against every pHash. Pairs come sorted by (i, j).
+    variant of every asset against every pHash. `queries` may have several columns (several
+    hashes per asset, searched through one index); a pair close through several of them is
+    reported once, with its smallest distance. Pairs come sorted by (i, j).
     """
-    return _search(hashes, radius, queries)
+    flat = queries.reshape(len(hashes), -1)
+    per_asset = flat.shape[1]
+    first, second, distance = _search(hashes, radius, flat.reshape(-1), per_asset)
+    if per_asset == 1 or first.size == 0:
+        return first, second, distance
+    # first is asset-major already; keep the closest of each (first, second).
+    keep = np.r_[True, (first[1:] != first[:-1]) | (second[1:] != second[:-1])]
+    return first[keep], second[keep], distance[keep]
 
 
 def _search(
-    hashes: NDArray[np.uint64], radius: int, queries: NDArray[np.uint64] | None
+    hashes: NDArray[np.uint64],
+    radius: int,
+    queries: NDArray[np.uint64] | None,
+    per_asset: int,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    """Pairs (query position, hash position, distance); with `per_asset` queries per asset, the
+    query position is mapped back to its asset (position // per_asset)."""
     n = len(hashes)
     if n < 2:
         return _empty()
     plan = _plan(n, radius)
     if plan is None:
-        first, second, distance = _brute_force(hashes, radius, queries)
+        first, second, distance = _brute_force(hashes, radius, queries, per_asset)
     else:
-        first, second, distance = _multi_index(hashes, radius, plan, queries)
-    order = np.lexsort((second, first))
+        first, second, distance = _multi_index(hashes, radius, plan, queries, per_asset)
+    first = first // per_asset
+    order = np.lexsort((distance, second, first))
     return first[order], second[order], distance[order]
 
 
@@ -83,10 +98,13 @@ def _plan(n: int, radius: int) -> list[tuple[int, int]] | None:
 
 
 def _brute_force(
-    hashes: NDArray[np.uint64], radius: int, queries: NDArray[np.uint64] | None = None
+    hashes: NDArray[np.uint64],
+    radius: int,
+    queries: NDArray[np.uint64] | None = None,
+    per_asset: int = 1,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     firsts, seconds, distances = [], [], []
-    n = len(hashes)
+    n = len(hashes) if queries is None else len(queries)
     for start in range(0, n, _BLOCK):
         if queries is None:  # each pair once: compare a block with itself and what follows
             block, rest, offset = hashes[start : start + _BLOCK], hashes[start:], start
@@ -95,7 +113,7 @@ def _brute_force(
         d = np.bitwise_count(block[:, None] ^ rest[None, :])
         rows, cols = np.nonzero(d <= radius)
         i, j = rows + start, cols + offset
-        keep = i < j if queries is None else i != j
+        keep = i < j if queries is None else i // per_asset != j
         firsts.append(i[keep])
         seconds.append(j[keep])
         distances.append(d[rows[keep], cols[keep]].astype(np.int64))
@@ -118,8 +136,10 @@ def _multi_index(
     radius: int,
     chunks: list[tuple[int, int]],
     queries: NDArray[np.uint64] | None = None,
+    per_asset: int = 1,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
-    """Pairs within `radius`: among `hashes` (i < j), or (query, hash) when `queries` is given."""
+    """Pairs within `radius`: among `hashes` (i < j), or (query, hash) when `queries` is given
+    (a query never pairs with its own asset, query // per_asset)."""
     n = len(hashes)
     flips = radius // len(chunks)
     probes = hashes if queries is None else queries
@@ -151,7 +171,7 @@ def _multi_index(
             query = np.repeat(probe_order[hits], reps)
             offsets = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
             candidate = order[np.repeat(low, reps) + offsets]
-            keep = query < candidate if queries is None else query != candidate
+            keep = query < candidate if queries is None else query // per_asset != candidate
             query, candidate = query[keep], candidate[keep]
             close = np.bitwise_count(probes[query] ^ hashes[candidate]) <= radius
             firsts.append(query[close])

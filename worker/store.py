@@ -33,7 +33,7 @@ from schemas.messages import AssetUploaded, Scope
 from worker.config import Settings
 from worker.deletion import AssetFacts
 from worker.errors import StoreUnavailable
-from worker.fingerprint import SIGNATURE_SIDE
+from worker.fingerprint import CROPS, SIGNATURE_SIDE
 from worker.grouping import Candidates
 from worker.hashing import HashedImage, phash_to_signed
 from worker.matching import Fingerprints, checksum_column
@@ -113,6 +113,7 @@ def _fingerprint_fields(image: HashedImage) -> dict[str, Any]:
     return {
         "variants_i64": [phash_to_signed(v) for v in prints.variants],
         "centre_i64": phash_to_signed(prints.centre),
+        "crops_i64": [phash_to_signed(c) for c in prints.crops],
         "signature": prints.signature,
         "detail": prints.detail,
         "low_detail": prints.low_detail,
@@ -127,12 +128,21 @@ class _PrintColumns:
     low-detail, so it matches only by identical bytes until `dupfinder rehash` refreshes it.
     """
 
-    FIELDS = ("variants_i64", "centre_i64", "signature", "low_detail", "sha256", "pixels_sha256")
+    FIELDS = (
+        "variants_i64",
+        "centre_i64",
+        "crops_i64",
+        "signature",
+        "low_detail",
+        "sha256",
+        "pixels_sha256",
+    )
     _NO_SIGNATURE = bytes(SIGNATURE_SIDE * SIGNATURE_SIDE)
 
     def __init__(self) -> None:
         self.variants: list[int] = []
         self.centres: list[int] = []
+        self.crops: list[int] = []
         self.signatures = bytearray()
         self.low_detail: list[bool] = []
         self.content: list[str | None] = []
@@ -145,11 +155,13 @@ class _PrintColumns:
             self.missing += 1
             self.variants += [0, 0, 0, 0]
             self.centres.append(0)
+            self.crops += [0] * len(CROPS)
             self.signatures += self._NO_SIGNATURE
             self.low_detail.append(True)
         else:
             self.variants += doc["variants_i64"]
             self.centres.append(doc["centre_i64"])
+            self.crops += doc["crops_i64"]
             self.signatures += signature
             self.low_detail.append(doc["low_detail"])
         self.content.append(doc.get("sha256"))
@@ -166,6 +178,7 @@ class _PrintColumns:
             phashes=phashes.view(np.uint64),
             variants=np.array(self.variants, dtype=np.int64).view(np.uint64).reshape(-1, 4),
             centres=np.array(self.centres, dtype=np.int64).view(np.uint64),
+            crops=np.array(self.crops, dtype=np.int64).view(np.uint64).reshape(-1, len(CROPS)),
             signatures=np.frombuffer(bytes(self.signatures), dtype=np.uint8).reshape(
                 len(self.centres), SIGNATURE_SIDE * SIGNATURE_SIDE
             ),

@@ -16,7 +16,7 @@ from PIL import Image
 from benchmarks.evaluation import Sample, samples
 from benchmarks.quality import original_order
 from worker import grouping, matching
-from worker.fingerprint import LOW_DETAIL_BELOW, fingerprint
+from worker.fingerprint import CROP_SHARE, CROPS, LOW_DETAIL_BELOW, fingerprint
 from worker.hashing import HashedImage, hash_image
 
 #: Photos whose copies are pinned: a portrait, an animal, a stereo view, a low-contrast scene.
@@ -145,3 +145,25 @@ def test_identical_pixels_in_other_bytes_match_when_low_detail() -> None:
     found = matching.confirmed_pairs(matching.columns(hashed))
     assert list(zip(found.first.tolist(), found.second.tolist(), strict=True)) == [(0, 1)]
     assert matching.KINDS[int(found.kind[0])] == "same_phash"
+
+
+def test_crop_hashes_predict_the_hash_of_a_trimmed_copy() -> None:
+    chosen, hashed = evaluation()
+    for sample, image in zip(chosen, hashed, strict=True):
+        if sample.kind != "original":
+            continue
+        assert image.fingerprint is not None
+        with Image.open(io.BytesIO(sample.data)) as photo:
+            w, h = photo.size
+            for position, sides in enumerate(CROPS):
+                share = CROP_SHARE / 2 if all(sides) else CROP_SHARE
+                sizes = (w, h, w, h)
+                left, top, right, bottom = (
+                    round(share * side * size) for side, size in zip(sides, sizes, strict=True)
+                )
+                trimmed = hash_image(
+                    _png(photo.crop((left, top, w - right, h - bottom))), max_pixels=50_000_000
+                )
+                predicted = int(image.fingerprint.crops[position], 16)
+                distance = bin(predicted ^ int(trimmed.phash, 16)).count("1")
+                assert distance <= matching.CROP_RADIUS, (sample.name, sides, distance)

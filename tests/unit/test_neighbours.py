@@ -81,3 +81,24 @@ def test_cross_pairs_are_exactly_the_brute_force_pairs(n: int, radius: int) -> N
     found = set(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True))
     assert found == expected
     assert len(found) > 0 or radius < 2
+
+
+@pytest.mark.parametrize("n", [700, BRUTE_FORCE_MAX + 1])
+def test_cross_pairs_over_several_hashes_per_asset_report_each_pair_once_at_its_closest(
+    n: int,
+) -> None:
+    hashes = photo_like_hashes(n, seed=5)
+    rng = np.random.default_rng(6)
+    queries = rng.integers(0, 2**64 - 1, (n, 3), dtype=np.uint64, endpoint=True)
+    partner = (np.arange(n) * 7 + 1) % n
+    queries[::5, 0] = hashes[partner[::5]] ^ np.uint64(0b11)  # 2 bits from a partner
+    queries[::5, 2] = hashes[partner[::5]]  # and the same partner exactly, in another column
+    queries[1::9, 1] = hashes[1::9]  # an asset's own hash is never a pair
+    first, second, distance = cross_pairs(queries, hashes, 4)
+    found = list(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True))
+    expected = set()
+    for i in range(n):
+        d = np.min([hamming(hashes, q) for q in queries[i]], axis=0)
+        expected |= {(i, int(j), int(d[j])) for j in np.flatnonzero(d <= 4) if j != i}
+    assert len(found) == len(set(found)) and set(found) == expected
+    assert any(d == 0 for _, _, d in found)
