@@ -45,6 +45,8 @@ def cross_pairs(
     hashes per asset, searched through one index); a pair close through several of them is
     reported once, with its smallest distance. Pairs come sorted by (i, j).
     """
+    if len(hashes) < 2:
+        return _empty()
     flat = queries.reshape(len(hashes), -1)
     per_asset = flat.shape[1]
     first, second, distance = _search(hashes, radius, flat.reshape(-1), per_asset)

@@ -167,3 +167,9 @@ def test_crop_hashes_predict_the_hash_of_a_trimmed_copy() -> None:
                 predicted = int(image.fingerprint.crops[position], 16)
                 distance = bin(predicted ^ int(trimmed.phash, 16)).count("1")
                 assert distance <= matching.CROP_RADIUS, (sample.name, sides, distance)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_a_scope_of_fewer_than_two_assets_has_no_pairs(n: int) -> None:
+    _, hashed = evaluation()
+    assert matching.confirmed_pairs(matching.columns(hashed[:n])).first.size == 0
