@@ -20,6 +20,7 @@ Failure sorting, per actor:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -381,7 +382,15 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
     )
     # Grouping is CPU work over arrays: off the event loop, so heartbeats and other actors run.
     found = await asyncio.get_running_loop().run_in_executor(
-        None, grouping.find_sets, candidates, order, rule, max_distance
+        None,
+        functools.partial(
+            grouping.find_sets,
+            candidates,
+            order,
+            rule,
+            max_distance,
+            threads=rt.settings.search_threads,
+        ),
     )
     groups = pages.bank_order(candidates, found, request.sort)
     size = rt.settings.page_size

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_distance: Annotated[int, Field(ge=0, le=32)] = 0
     """Default Hamming radius of the `phash` rule (0 = equal pHashes, as the product we
     imitate)."""
+    search_threads: Annotated[int, Field(ge=1, le=64)] = max(1, min(4, os.cpu_count() or 1))
+    """Threads one `find-duplicates` search uses for its index probes (NumPy releases the GIL)."""
     max_pixels: Annotated[int, Field(ge=1)] = 150_000_000
     """Images with more pixels are refused as `too_large` before decoding (decompression bombs)."""
     max_source_bytes: Annotated[int, Field(ge=1)] = 256 * 1024 * 1024

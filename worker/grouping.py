@@ -85,14 +85,19 @@ def hamming(a: NDArray[np.uint64], b: np.uint64 | NDArray[np.uint64]) -> NDArray
 
 
 def find_sets(
-    candidates: Candidates, order: NDArray[np.intp], rule: str, max_distance: int
+    candidates: Candidates,
+    order: NDArray[np.intp],
+    rule: str,
+    max_distance: int,
+    *,
+    threads: int = 1,
 ) -> list[Group]:
     """Duplicate sets under a matching rule: `phash` within `max_distance`, or `verified`."""
     if rule == "verified":
         if candidates.prints is None:
             raise ValueError("the verified rule needs the candidates' fingerprints")
-        return form_verified_sets(candidates.prints, order)
-    return form_sets(candidates.phashes, order, max_distance)
+        return form_verified_sets(candidates.prints, order, threads=threads)
+    return form_sets(candidates.phashes, order, max_distance, threads=threads)
 
 
 def matches_of(candidates: Candidates, index: int, rule: str, max_distance: int) -> set[int]:
@@ -111,7 +116,7 @@ def matches_of(candidates: Candidates, index: int, rule: str, max_distance: int)
 
 
 def form_sets(
-    hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int
+    hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int, *, threads: int = 1
 ) -> list[Group]:
     """Duplicate sets of at least two members, each formed around its original.
 
@@ -120,7 +125,7 @@ def form_sets(
     """
     if max_distance == 0:
         return _equal_hash_sets(hashes, order)
-    return _radius_sets(hashes, order, max_distance)
+    return _radius_sets(hashes, order, max_distance, threads)
 
 
 def _equal_hash_sets(hashes: NDArray[np.uint64], order: NDArray[np.intp]) -> list[Group]:
@@ -142,21 +147,23 @@ def _equal_hash_sets(hashes: NDArray[np.uint64], order: NDArray[np.intp]) -> lis
 
 
 def _radius_sets(
-    hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int
+    hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int, threads: int
 ) -> list[Group]:
     # Only assets with a neighbour can be in a set: find every close pair once (multi-index
     # hashing, exact), then run the greedy rule over that sparse graph in original order.
-    first, second, distance = pairs_within(hashes, max_distance)
+    first, second, distance = pairs_within(hashes, max_distance, threads=threads)
     return _greedy_sets(len(hashes), order, first, second, distance, None, None)
 
 
-def form_verified_sets(prints: Fingerprints, order: NDArray[np.intp]) -> list[Group]:
+def form_verified_sets(
+    prints: Fingerprints, order: NDArray[np.intp], *, threads: int = 1
+) -> list[Group]:
     """Duplicate sets under the verified matcher (see `matching`), formed like `form_sets`.
 
     Every member is a confirmed match of its own original; members carry the kind of match and
     the similarity.
     """
-    found = confirmed_pairs(prints)
+    found = confirmed_pairs(prints, threads=threads)
     return _greedy_sets(
         len(prints.phashes),
         order,

@@ -130,9 +130,9 @@ def checksum_column(values: Sequence[str | None]) -> NDArray[np.int64]:
     )
 
 
-def confirmed_pairs(prints: Fingerprints) -> Matches:
+def confirmed_pairs(prints: Fingerprints, *, threads: int = 1) -> Matches:
     """Every pair of assets the verified matcher accepts as copies of one another."""
-    found = scored_candidates(prints)
+    found = scored_candidates(prints, threads=threads)
     accepted = found.kind >= 0
     return Matches(
         found.first[accepted],
@@ -143,16 +143,16 @@ def confirmed_pairs(prints: Fingerprints) -> Matches:
     )
 
 
-def scored_candidates(prints: Fingerprints) -> Matches:
+def scored_candidates(prints: Fingerprints, *, threads: int = 1) -> Matches:
     """Every candidate pair with its verdict: kind -1 where the signatures did not confirm it."""
     n = len(prints.phashes)
     first_parts, second_parts = [], []
     for hashes, radius in ((prints.phashes, NEAR_RADIUS), (prints.centres, CENTRE_RADIUS)):
-        i, j, _ = pairs_within(hashes, radius)
+        i, j, _ = pairs_within(hashes, radius, threads=threads)
         first_parts.append(i)
         second_parts.append(j)
     for queries, radius in ((prints.variants, TURN_RADIUS), (prints.crops, CROP_RADIUS)):
-        i, j, _ = cross_pairs(queries, prints.phashes, radius)
+        i, j, _ = cross_pairs(queries, prints.phashes, radius, threads=threads)
         first_parts.append(np.minimum(i, j))
         second_parts.append(np.maximum(i, j))
     i, j = _equal_pairs(prints.content, skip=0)

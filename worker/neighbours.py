@@ -13,6 +13,8 @@ is too large for the index to pay (too many probes) the search falls back to blo
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import combinations, pairwise
 from math import comb
 
@@ -26,17 +28,18 @@ _BLOCK = 2048
 
 
 def pairs_within(
-    hashes: NDArray[np.uint64], radius: int
+    hashes: NDArray[np.uint64], radius: int, *, threads: int = 1
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     """All (i, j, distance) with i < j and Hamming(hashes[i], hashes[j]) <= radius.
 
-    Pairs come sorted by (i, j).
+    Pairs come sorted by (i, j). `threads` > 1 splits the index probes between threads (NumPy
+    releases the GIL in them).
     """
-    return _search(hashes, radius, None, 1)
+    return _search(hashes, radius, None, 1, threads)
 
 
 def cross_pairs(
-    queries: NDArray[np.uint64], hashes: NDArray[np.uint64], radius: int
+    queries: NDArray[np.uint64], hashes: NDArray[np.uint64], radius: int, *, threads: int = 1
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     """All (i, j, distance) with i != j and Hamming(queries[i], hashes[j]) <= radius.
 
@@ -49,7 +52,7 @@ def cross_pairs(
         return _empty()
     flat = queries.reshape(len(hashes), -1)
     per_asset = flat.shape[1]
-    first, second, distance = _search(hashes, radius, flat.reshape(-1), per_asset)
+    first, second, distance = _search(hashes, radius, flat.reshape(-1), per_asset, threads)
     if per_asset == 1 or first.size == 0:
         return first, second, distance
     # first is asset-major already; keep the closest of each (first, second).
@@ -62,6 +65,7 @@ def _search(
     radius: int,
     queries: NDArray[np.uint64] | None,
     per_asset: int,
+    threads: int,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     """Pairs (query position, hash position, distance); with `per_asset` queries per asset, the
     query position is mapped back to its asset (position // per_asset)."""
@@ -72,7 +76,7 @@ def _search(
     if plan is None:
         first, second, distance = _brute_force(hashes, radius, queries, per_asset)
     else:
-        first, second, distance = _multi_index(hashes, radius, plan, queries, per_asset)
+        first, second, distance = _multi_index(hashes, radius, plan, queries, per_asset, threads)
     first = first // per_asset
     order = np.lexsort((distance, second, first))
     return first[order], second[order], distance[order]
@@ -145,55 +149,97 @@ def _flip_masks(width: int, flips: int) -> NDArray[np.int64]:
     return np.array(masks, dtype=np.int64)
 
 
-def _multi_index(
-    hashes: NDArray[np.uint64],
-    radius: int,
-    chunks: list[tuple[int, int]],
-    queries: NDArray[np.uint64] | None = None,
-    per_asset: int = 1,
-) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
-    """Pairs within `radius`: among `hashes` (i < j), or (query, hash) when `queries` is given
-    (a query never pairs with its own asset, query // per_asset)."""
-    n = len(hashes)
-    flips = radius // len(chunks)
-    probes = hashes if queries is None else queries
-    firsts, seconds = [], []
-    for shift, width in chunks:
-        # int32 keys and tables: the random gathers below are the cost, and half the bytes
-        # keep twice as much of the table in cache.
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One chunk's index: the hashes sorted by chunk value, with bucket counts and starts, and
+    the probing side (the same hashes, or the queries) sorted by chunk value too.
+
+    int32 keys and tables: the random gathers of `_probe` are the cost, and half the bytes keep
+    twice as much of the table in cache.
+    """
+
+    order: NDArray[np.int32]
+    counts: NDArray[np.int32]
+    starts: NDArray[np.int32]
+    probe_order: NDArray[np.int32]
+    probe_keys: NDArray[np.int32]
+
+    @classmethod
+    def build(
+        cls, hashes: NDArray[np.uint64], queries: NDArray[np.uint64] | None, shift: int, width: int
+    ) -> _Chunk:
         low_bits = np.uint64((1 << width) - 1)
         keys = ((hashes >> np.uint64(shift)) & low_bits).astype(np.int32)
         order = np.argsort(keys, kind="stable").astype(np.int32)
         counts = np.bincount(keys, minlength=1 << width).astype(np.int32)
         starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
         if queries is None:
-            probe_order, probe_keys = order, keys[order]
-        else:
-            query_keys = ((queries >> np.uint64(shift)) & low_bits).astype(np.int32)
-            probe_order = np.argsort(query_keys, kind="stable").astype(np.int32)
-            probe_keys = query_keys[probe_order]
-        for mask in _flip_masks(width, flips):
-            # Probing in key order makes the table lookups run through memory in order, which
-            # is what makes a pass over a million keys cheap.
-            partner = probe_keys ^ np.int32(mask)
-            sizes = counts[partner]
-            hits = np.flatnonzero(sizes)
-            if hits.size == 0:
-                continue
-            reps = sizes[hits]
-            low = starts[partner[hits]]
-            query = np.repeat(probe_order[hits], reps)
-            offsets = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
-            candidate = order[np.repeat(low, reps) + offsets]
-            keep = query < candidate if queries is None else query // per_asset != candidate
-            query, candidate = query[keep], candidate[keep]
-            close = np.bitwise_count(probes[query] ^ hashes[candidate]) <= radius
-            firsts.append(query[close])
-            seconds.append(candidate[close])
-    if not firsts:
+            return cls(order, counts, starts, order, keys[order])
+        query_keys = ((queries >> np.uint64(shift)) & low_bits).astype(np.int32)
+        probe_order = np.argsort(query_keys, kind="stable").astype(np.int32)
+        return cls(order, counts, starts, probe_order, query_keys[probe_order])
+
+
+def _probe(
+    chunk: _Chunk,
+    masks: NDArray[np.int64],
+    hashes: NDArray[np.uint64],
+    queries: NDArray[np.uint64] | None,
+    per_asset: int,
+    radius: int,
+) -> list[tuple[NDArray[np.int32], NDArray[np.int32]]]:
+    """Close (probe, hash) pairs sharing a chunk value up to each of `masks` flips."""
+    probes = hashes if queries is None else queries
+    found = []
+    for mask in masks:
+        # Probing in key order makes the table lookups run through memory in order, which is
+        # what makes a pass over a million keys cheap.
+        partner = chunk.probe_keys ^ np.int32(mask)
+        sizes = chunk.counts[partner]
+        hits = np.flatnonzero(sizes)
+        if hits.size == 0:
+            continue
+        reps = sizes[hits]
+        low = chunk.starts[partner[hits]]
+        query = np.repeat(chunk.probe_order[hits], reps)
+        offsets = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+        candidate = chunk.order[np.repeat(low, reps) + offsets]
+        keep = query < candidate if queries is None else query // per_asset != candidate
+        query, candidate = query[keep], candidate[keep]
+        close = np.bitwise_count(probes[query] ^ hashes[candidate]) <= radius
+        found.append((query[close], candidate[close]))
+    return found
+
+
+def _multi_index(
+    hashes: NDArray[np.uint64],
+    radius: int,
+    chunks: list[tuple[int, int]],
+    queries: NDArray[np.uint64] | None = None,
+    per_asset: int = 1,
+    threads: int = 1,
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    """Pairs within `radius`: among `hashes` (i < j), or (query, hash) when `queries` is given
+    (a query never pairs with its own asset, query // per_asset). One chunk's tables at a time;
+    its probes are shared between `threads`."""
+    n = len(hashes)
+    flips = radius // len(chunks)
+    found: list[tuple[NDArray[np.int32], NDArray[np.int32]]] = []
+    with ThreadPoolExecutor(threads) as pool:
+        for shift, width in chunks:
+            chunk = _Chunk.build(hashes, queries, shift, width)
+            masks = _flip_masks(width, flips)
+            shares = [masks[k::threads] for k in range(threads)]
+            for part in pool.map(
+                lambda share, c=chunk: _probe(c, share, hashes, queries, per_asset, radius), shares
+            ):
+                found += part
+    if not found:
         return _empty()
     # A pair close in several chunks was found several times.
-    codes = np.unique(np.concatenate(firsts).astype(np.int64) * n + np.concatenate(seconds))
+    firsts = np.concatenate([q for q, _ in found]).astype(np.int64)
+    codes = np.unique(firsts * n + np.concatenate([c for _, c in found]))
     first, second = np.divmod(codes, n)
+    probes = hashes if queries is None else queries
     distance = np.bitwise_count(probes[first] ^ hashes[second]).astype(np.int64)
     return first.astype(np.intp), second.astype(np.intp), distance
