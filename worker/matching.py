@@ -37,10 +37,13 @@ NEAR_RADIUS = 6
 #: Candidates: centre hashes within this many bits (corner logos: 0-8 measured).
 CENTRE_RADIUS = 8
 #: Candidates: a crop hash of one asset within this many bits of the other's pHash (border crops
-#: of 2-5 %: 0-6 measured, where their pHashes were up to 18 bits apart).
-CROP_RADIUS = 6
-#: Candidates: a mirror or rotation variant within this many bits of the other pHash.
-TURN_RADIUS = 6
+#: of 2-5 %: 0-6 measured, where their pHashes were up to 18 bits apart). 4 rather than 6: one
+#: flipped bit per index chunk instead of two makes this nine-column search three times cheaper
+#: at a million assets, for 0.95 instead of 1.00 of the benchmark's crops.
+CROP_RADIUS = 4
+#: Candidates: a mirror or rotation variant within this many bits of the other pHash (0-2
+#: measured: a turn of the pixels is exact, only resampling differs).
+TURN_RADIUS = 4
 #: Confirmation: best correlation over border crops at least this.
 NEAR_SIMILARITY = 0.92
 #: Confirmation of a mirrored or rotated copy: correlation of the turned signature at least this.
