@@ -23,6 +23,8 @@ from numpy.typing import NDArray
 
 #: Below this many hashes, brute force is as fast as building an index.
 BRUTE_FORCE_MAX = 3000
+#: Probe keys handled per pass at once by the index (bounds a pass's temporaries to ~10 MB).
+_PROBE_BLOCK = 1 << 18
 #: Rows compared at once by brute force (bounds its memory to a few tens of MB).
 _BLOCK = 2048
 
@@ -171,8 +173,13 @@ class _Chunk:
         low_bits = np.uint64((1 << width) - 1)
         keys = ((hashes >> np.uint64(shift)) & low_bits).astype(np.int32)
         order = np.argsort(keys, kind="stable").astype(np.int32)
-        counts = np.bincount(keys, minlength=1 << width).astype(np.int32)
-        starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+        # Tables of 2^width entries built in int32 from the distinct keys: no 2^width int64
+        # temporaries (32 MB each for a 22-bit chunk), which would set the search's peak.
+        values, sizes = np.unique(keys, return_counts=True)
+        counts = np.zeros(1 << width, dtype=np.int32)
+        counts[values] = sizes
+        starts = np.zeros((1 << width) + 1, dtype=np.int32)
+        np.cumsum(counts, dtype=np.int32, out=starts[1:])
         if queries is None:
             return cls(order, counts, starts, order, keys[order])
         query_keys = ((queries >> np.uint64(shift)) & low_bits).astype(np.int32)
@@ -189,25 +196,31 @@ def _probe(
     radius: int,
 ) -> list[tuple[NDArray[np.int32], NDArray[np.int32]]]:
     """Close (probe, hash) pairs sharing a chunk value up to each of `masks` flips."""
-    probes = hashes if queries is None else queries
     found = []
-    for mask in masks:
-        # Probing in key order makes the table lookups run through memory in order, which is
-        # what makes a pass over a million keys cheap.
-        partner = chunk.probe_keys ^ np.int32(mask)
-        sizes = chunk.counts[partner]
-        hits = np.flatnonzero(sizes)
-        if hits.size == 0:
-            continue
-        reps = sizes[hits]
-        low = chunk.starts[partner[hits]]
-        query = np.repeat(chunk.probe_order[hits], reps)
-        offsets = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
-        candidate = chunk.order[np.repeat(low, reps) + offsets]
-        keep = query < candidate if queries is None else query // per_asset != candidate
-        query, candidate = query[keep], candidate[keep]
-        close = np.bitwise_count(probes[query] ^ hashes[candidate]) <= radius
-        found.append((query[close], candidate[close]))
+    # Probe keys a block at a time: the temporaries of a pass stay a few MB whatever the portal.
+    for lo in range(0, len(chunk.probe_keys), _PROBE_BLOCK):
+        probe_keys = chunk.probe_keys[lo : lo + _PROBE_BLOCK]
+        probe_order = chunk.probe_order[lo : lo + _PROBE_BLOCK]
+        for mask in masks:
+            # Probing in key order makes the table lookups run through memory in order, which
+            # is what makes a pass over a million keys cheap.
+            partner = probe_keys ^ np.int32(mask)
+            sizes = chunk.counts[partner]
+            hits = np.flatnonzero(sizes)
+            if hits.size == 0:
+                continue
+            reps = sizes[hits]
+            low = chunk.starts[partner[hits]]
+            query = np.repeat(probe_order[hits], reps)
+            # int32 throughout: a block never yields 2^31 candidates.
+            firsts = np.cumsum(reps, dtype=np.int32) - reps
+            offsets = np.arange(int(reps.sum()), dtype=np.int32) - np.repeat(firsts, reps)
+            candidate = chunk.order[np.repeat(low, reps) + offsets]
+            keep = query < candidate if queries is None else query // per_asset != candidate
+            query, candidate = query[keep], candidate[keep]
+            probes = hashes if queries is None else queries
+            close = np.bitwise_count(probes[query] ^ hashes[candidate]) <= radius
+            found.append((query[close], candidate[close]))
     return found
 
 
@@ -227,6 +240,7 @@ def _multi_index(
     found: list[tuple[NDArray[np.int32], NDArray[np.int32]]] = []
     with ThreadPoolExecutor(threads) as pool:
         for shift, width in chunks:
+            chunk = None  # free the previous chunk's tables before building the next
             chunk = _Chunk.build(hashes, queries, shift, width)
             masks = _flip_masks(width, flips)
             shares = [masks[k::threads] for k in range(threads)]
