@@ -243,12 +243,13 @@ def _read_and_hash(
 
 async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
     """Hash the uploaded image and store it with the asset's metadata; publish `asset.hashed`."""
-    existing = await rt.store.get(upload.portal_id, upload.asset_id)
+    # A first upload is recorded as pending at once; only an asset that exists is looked up.
+    existing = None
+    if not await rt.store.mark_pending(upload):
+        existing = await rt.store.get(upload.portal_id, upload.asset_id)
     if existing is not None and existing["state"] == DELETED:
         await _refuse_deleted(rt, upload, delivery)
         return
-    if existing is None:
-        await rt.store.mark_pending(upload)
     # Unchanged bytes need no new hash, unless the stored one was made by an older method.
     current = existing is not None and is_current(existing.get("hash_provenance"))
     known = existing.get("sha256") if existing and existing["state"] == HASHED and current else None

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -293,14 +293,14 @@ class AssetStore:
         )
 
     @_store_errors
-    async def mark_pending(self, upload: AssetUploaded) -> None:
+    async def mark_pending(self, upload: AssetUploaded) -> bool:
         """Record a first upload as received, so it counts as pending until hashed or failed.
 
-        Only inserts: an asset that exists in any state is left as it is.
+        Only inserts: an asset that exists in any state is left as it is, and False says so.
+        Trying the insert first saves a first upload, the common case, a look-up.
         """
         now = utcnow()
-        # A concurrent delivery, or the asset appearing meanwhile, leaves nothing to record.
-        with suppress(DuplicateKeyError):
+        try:
             await self._assets.insert_one(
                 {
                     **_metadata(upload),
@@ -310,6 +310,9 @@ class AssetStore:
                     "updated_at": now,
                 }
             )
+        except DuplicateKeyError:  # it exists (or a concurrent delivery just created it)
+            return False
+        return True
 
     @_store_errors
     async def mark_failed(self, upload: AssetUploaded, reason: str, detail: str) -> bool:
