@@ -456,7 +456,7 @@ def _print_table(result: ScanResult) -> None:
     for number, dup_set in enumerate(result.sets, start=1):
         print(f"set {number}: {len(dup_set.assets)} images")
         for member in dup_set.assets:
-            mark = "original " if member.original else _how(member)
+            mark = f"{'original':<20}" if member.original else _how(member)
             size = f"{member.width}x{member.height}"
             stamp = member.uploaded_at.strftime("%Y-%m-%d %H:%M")
             print(f"  {mark} {size:>11}  {stamp}  {member.asset_id}")
