@@ -37,7 +37,7 @@ def pairs_within(
     Pairs come sorted by (i, j). `threads` > 1 splits the index probes between threads (NumPy
     releases the GIL in them).
     """
-    return _search(hashes, radius, None, 1, threads)
+    return _search(hashes, radius, None, threads)
 
 
 def cross_pairs(
@@ -54,10 +54,18 @@ def cross_pairs(
         return _empty()
     flat = queries.reshape(len(hashes), -1)
     per_asset = flat.shape[1]
-    first, second, distance = _search(hashes, radius, flat.reshape(-1), per_asset, threads)
-    if per_asset == 1 or first.size == 0:
+    if per_asset == 1:
+        return _search(hashes, radius, flat.reshape(-1), threads)
+    # Several hashes per asset: index them and probe with the asset hashes instead. Both ways
+    # meet the same candidates, but every probe pass reads the probing side whole, and this way
+    # round it is per_asset times shorter.
+    second, first, distance = _search(
+        flat.reshape(-1), radius, hashes, threads, index_share=per_asset
+    )
+    if first.size == 0:
         return first, second, distance
-    # first is asset-major already; keep the closest of each (first, second).
+    order = np.lexsort((distance, second, first))
+    first, second, distance = first[order], second[order], distance[order]
     keep = np.r_[True, (first[1:] != first[:-1]) | (second[1:] != second[:-1])]
     return first[keep], second[keep], distance[keep]
 
@@ -66,20 +74,21 @@ def _search(
     hashes: NDArray[np.uint64],
     radius: int,
     queries: NDArray[np.uint64] | None,
-    per_asset: int,
     threads: int,
+    index_share: int = 1,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
-    """Pairs (query position, hash position, distance); with `per_asset` queries per asset, the
-    query position is mapped back to its asset (position // per_asset)."""
+    """Pairs (query position, hash position, distance), sorted. With `index_share` hashes per
+    asset in the index, hash positions are mapped to their asset (position // index_share),
+    and a query never pairs with its own asset."""
     n = len(hashes)
     if n < 2:
         return _empty()
     plan = _plan(n, radius)
     if plan is None:
-        first, second, distance = _brute_force(hashes, radius, queries, per_asset)
+        first, second, distance = _brute_force(hashes, radius, queries, index_share)
     else:
-        first, second, distance = _multi_index(hashes, radius, plan, queries, per_asset, threads)
-    first = first // per_asset
+        first, second, distance = _multi_index(hashes, radius, plan, queries, index_share, threads)
+    second = second // index_share
     order = np.lexsort((distance, second, first))
     return first[order], second[order], distance[order]
 
@@ -121,7 +130,7 @@ def _brute_force(
     hashes: NDArray[np.uint64],
     radius: int,
     queries: NDArray[np.uint64] | None = None,
-    per_asset: int = 1,
+    index_share: int = 1,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     firsts, seconds, distances = [], [], []
     n = len(hashes) if queries is None else len(queries)
@@ -133,7 +142,7 @@ def _brute_force(
         d = np.bitwise_count(block[:, None] ^ rest[None, :])
         rows, cols = np.nonzero(d <= radius)
         i, j = rows + start, cols + offset
-        keep = i < j if queries is None else i // per_asset != j
+        keep = i < j if queries is None else i != j // index_share
         firsts.append(i[keep])
         seconds.append(j[keep])
         distances.append(d[rows[keep], cols[keep]].astype(np.int64))
@@ -192,7 +201,7 @@ def _probe(
     masks: NDArray[np.int64],
     hashes: NDArray[np.uint64],
     queries: NDArray[np.uint64] | None,
-    per_asset: int,
+    index_share: int,
     radius: int,
 ) -> list[tuple[NDArray[np.int32], NDArray[np.int32]]]:
     """Close (probe, hash) pairs sharing a chunk value up to each of `masks` flips."""
@@ -216,7 +225,7 @@ def _probe(
             firsts = np.cumsum(reps, dtype=np.int32) - reps
             offsets = np.arange(int(reps.sum()), dtype=np.int32) - np.repeat(firsts, reps)
             candidate = chunk.order[np.repeat(low, reps) + offsets]
-            keep = query < candidate if queries is None else query // per_asset != candidate
+            keep = query < candidate if queries is None else query != candidate // index_share
             query, candidate = query[keep], candidate[keep]
             probes = hashes if queries is None else queries
             close = np.bitwise_count(probes[query] ^ hashes[candidate]) <= radius
@@ -229,12 +238,12 @@ def _multi_index(
     radius: int,
     chunks: list[tuple[int, int]],
     queries: NDArray[np.uint64] | None = None,
-    per_asset: int = 1,
+    index_share: int = 1,
     threads: int = 1,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     """Pairs within `radius`: among `hashes` (i < j), or (query, hash) when `queries` is given
-    (a query never pairs with its own asset, query // per_asset). One chunk's tables at a time;
-    its probes are shared between `threads`."""
+    (a query never pairs with the hashes of its own asset, hash // index_share). One chunk's
+    tables at a time; its probes are shared between `threads`."""
     n = len(hashes)
     flips = radius // len(chunks)
     found: list[tuple[NDArray[np.int32], NDArray[np.int32]]] = []
@@ -245,7 +254,8 @@ def _multi_index(
             masks = _flip_masks(width, flips)
             shares = [masks[k::threads] for k in range(threads)]
             for part in pool.map(
-                lambda share, c=chunk: _probe(c, share, hashes, queries, per_asset, radius), shares
+                lambda share, c=chunk: _probe(c, share, hashes, queries, index_share, radius),
+                shares,
             ):
                 found += part
     if not found:
