@@ -107,11 +107,18 @@ def scan(
                 hashed.append((path, outcome))
             if progress is not None:
                 progress(done, len(files))
-    return ScanResult(_group(hashed, match, max_distance, sort), len(files), failures)
+    return ScanResult(
+        _group(hashed, match, max_distance, sort, threads=workers), len(files), failures
+    )
 
 
 def _group(
-    hashed: list[tuple[str, HashedImage]], match: MatchRule, max_distance: int, sort: Sort
+    hashed: list[tuple[str, HashedImage]],
+    match: MatchRule,
+    max_distance: int,
+    sort: Sort,
+    *,
+    threads: int,
 ) -> list[DuplicateSet]:
     ids = [path for path, _ in hashed]
     mtimes = [datetime.fromtimestamp(os.stat(path).st_mtime, UTC) for path in ids]
@@ -128,7 +135,9 @@ def _group(
         candidates.pinned_at_us, candidates.pixels, candidates.uploaded_at_us, ids
     )
     groups = pages.bank_order(
-        candidates, grouping.find_sets(candidates, order, match, max_distance), sort
+        candidates,
+        grouping.find_sets(candidates, order, match, max_distance, threads=threads),
+        sort,
     )
     docs: dict[str, dict[str, Any]] = {
         path: {
