@@ -177,14 +177,19 @@ def _equal_pairs(
     keys: NDArray[np.int64], skip: int | None = None
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """All pairs (i < j) with equal keys (excluding the key `skip`)."""
+    if len(keys) < 2:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     ends = np.r_[starts[1:], len(keys)]
+    # Only groups of two or more make pairs: select them with arrays, loop over those alone
+    # (a handful in a portal; looping over every distinct key costs seconds at a million).
+    shared = ends - starts >= 2
+    if skip is not None:
+        shared &= sorted_keys[starts] != skip
     firsts, seconds = [np.empty(0, np.intp)], [np.empty(0, np.intp)]
-    for s, e in zip(starts, ends, strict=True):
-        if e - s < 2 or (skip is not None and sorted_keys[s] == skip):
-            continue
+    for s, e in zip(starts[shared].tolist(), ends[shared].tolist(), strict=True):
         members = np.sort(order[s:e])
         a, b = np.triu_indices(e - s, 1)
         firsts.append(members[a])

@@ -181,7 +181,7 @@ class _Chunk:
     ) -> _Chunk:
         low_bits = np.uint64((1 << width) - 1)
         keys = ((hashes >> np.uint64(shift)) & low_bits).astype(np.int32)
-        order = np.argsort(keys, kind="stable").astype(np.int32)
+        order = np.argsort(keys).astype(np.int32)  # any order within a bucket
         # Tables of 2^width entries built in int32 from the distinct keys: no 2^width int64
         # temporaries (32 MB each for a 22-bit chunk), which would set the search's peak.
         values, sizes = np.unique(keys, return_counts=True)
@@ -192,7 +192,7 @@ class _Chunk:
         if queries is None:
             return cls(order, counts, starts, order, keys[order])
         query_keys = ((queries >> np.uint64(shift)) & low_bits).astype(np.int32)
-        probe_order = np.argsort(query_keys, kind="stable").astype(np.int32)
+        probe_order = np.argsort(query_keys).astype(np.int32)
         return cls(order, counts, starts, probe_order, query_keys[probe_order])
 
 
