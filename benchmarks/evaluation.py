@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from benchmarks.corpus import package_file, photos
+from benchmarks.corpus import camera_like, package_file, photos
 
 #: Kinds of copy, in the order the benchmark prints them.
 KINDS: tuple[str, ...] = (
@@ -191,27 +191,35 @@ def _packaged(package: str, folder: str, name: str) -> Image.Image | None:
         return image.convert("RGB")
 
 
-def samples() -> list[Sample]:
-    """The whole evaluation set: each photo with its copies, then the hard negatives."""
+def samples(megapixels: float | None = None) -> list[Sample]:
+    """The whole evaluation set: each photo with its copies, then the hard negatives.
+
+    With `megapixels`, every photo (and the stereo pair's other view) is first made a
+    camera-like file of that size (upscaled, with sensor noise): the same set at another scale,
+    to check that thresholds read off one rendering hold on another.
+    """
     logo = _logo()
     out: list[Sample] = []
-    for photo in photos():
+    for seed, photo in enumerate(photos()):
         if photo.name.split("/")[1] in _REGION_SOURCES:
             continue  # cut into regions below instead
-        original = _encode(photo.image, quality=95)
+        image = photo.image if megapixels is None else camera_like(photo.image, megapixels, seed)
+        original = _encode(image, quality=95)
         out.append(Sample(f"{photo.name} original", photo.name, "original", original))
-        for kind, detail, data in _copies(photo.image, original, logo):
+        for kind, detail, data in _copies(image, original, logo):
             out.append(Sample(f"{photo.name} {detail}", photo.name, kind, data))
     stereo = _packaged("skimage", "data", "motorcycle_right.png")
     if stereo is not None:  # the left view is one of the photos above
+        if megapixels is not None:
+            stereo = camera_like(stereo, megapixels, seed=99)
         out.append(Sample("motorcycle right view", "motorcycle right", "negative", _encode(stereo)))
     for package, folder, name in _REGION_SOURCES.values():
         big = _packaged(package, folder, name)
         if big is not None:
             out += _regions(big, f"{name} region")
     for name in ("brick.png", "grass.png", "gravel.png", "coins.png", "page.png", "text.png"):
-        image = _packaged("skimage", "data", name)
-        if image is not None:
-            out.append(Sample(name, name, "negative", _encode(image)))
+        texture = _packaged("skimage", "data", name)
+        if texture is not None:
+            out.append(Sample(name, name, "negative", _encode(texture)))
     out += _low_detail(seed=7)
     return out

@@ -131,8 +131,14 @@ def margins(evaluation: list[Sample], prints: matching.Fingerprints) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.parse_args()
-    evaluation = samples()
+    parser.add_argument(
+        "--megapixels",
+        type=float,
+        help="render every photo as a camera-like file of this size first (a second rendering "
+        "of the set, to check the thresholds are not tied to one)",
+    )
+    args = parser.parse_args()
+    evaluation = samples(args.megapixels)
     hashed = [hash_image(s.data, max_pixels=200_000_000) for s in evaluation]
     families = len({s.family for s in evaluation})
     negatives = sum(s.kind == "negative" for s in evaluation)
