@@ -501,13 +501,14 @@ async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: De
         ids = [command.original_id, *command.asset_ids]
         live, deleted = await rt.store.facts(command.portal_id, ids)
         original = live.get(command.original_id)
+        missing = CommandRejected(
+            command_id=command.command_id,
+            portal_id=command.portal_id,
+            reason="original_not_found",
+            detail=f"no live asset {command.original_id!r} in this portal",
+        )
         if original is None:
-            return CommandRejected(
-                command_id=command.command_id,
-                portal_id=command.portal_id,
-                reason="original_not_found",
-                detail=f"no live asset {command.original_id!r} in this portal",
-            )
+            return missing
         # Each asset must still match the original under the rule the sets were found with.
         pair = await rt.store.candidates(
             command.portal_id,
@@ -515,6 +516,8 @@ async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: De
             with_titles=False,
             with_prints=rule == "verified",
         )
+        if command.original_id not in pair.asset_ids:  # the portal removed it meanwhile
+            return missing
         at = pair.asset_ids.index(command.original_id)
         duplicates = {pair.asset_ids[i] for i in grouping.matches_of(pair, at, rule, max_distance)}
         decision = deletion.decide(original, command.asset_ids, live, deleted, duplicates)
