@@ -20,6 +20,7 @@ Failure sorting, per actor:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import dramatiq
+import numpy as np
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 from pydantic import ValidationError
@@ -56,7 +58,7 @@ from schemas.messages import (
     Payload,
     Scope,
 )
-from worker import deletion, grouping, pages
+from worker import deletion, grouping, matching, pages
 from worker.broker import build_broker
 from worker.config import get_settings
 from worker.errors import (
@@ -377,20 +379,30 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
         request.scope,
         with_titles=request.sort.field == "title",
         with_prints=rule == "verified",
+        with_signatures=False,
     )
     order = grouping.original_order(
         candidates.pinned_at_us, candidates.pixels, candidates.uploaded_at_us, candidates.asset_ids
     )
-    # Grouping is CPU work over arrays: off the event loop, so heartbeats and other actors run.
-    found = await asyncio.get_running_loop().run_in_executor(
+    threads = rt.settings.search_threads
+    # Searching is CPU work over arrays: off the event loop, so heartbeats and other actors run.
+    loop = asyncio.get_running_loop()
+    pairs = None
+    if candidates.prints is not None:  # verified: signatures only for the candidates' assets
+        pairs = await loop.run_in_executor(
+            None, functools.partial(matching.candidate_pairs, candidates.prints, threads=threads)
+        )
+        named = np.unique(np.concatenate(pairs))
+        ids = [candidates.asset_ids[i] for i in named.tolist()]
+        stored = await rt.store.signatures(request.portal_id, ids)
+        candidates = dataclasses.replace(
+            candidates,
+            prints=matching.with_signatures(candidates.prints, named, [stored.get(i) for i in ids]),
+        )
+    found = await loop.run_in_executor(
         None,
         functools.partial(
-            grouping.find_sets,
-            candidates,
-            order,
-            rule,
-            max_distance,
-            threads=rt.settings.search_threads,
+            grouping.find_sets, candidates, order, rule, max_distance, threads=threads, pairs=pairs
         ),
     )
     groups = pages.bank_order(candidates, found, request.sort)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.matching import KINDS, Fingerprints, confirmed_pairs
+from worker.matching import KINDS, Fingerprints, Pairs, confirmed_pairs
 from worker.neighbours import pairs_within
 
 IntArray = NDArray[np.int64]
@@ -91,12 +91,14 @@ def find_sets(
     max_distance: int,
     *,
     threads: int = 1,
+    pairs: Pairs | None = None,
 ) -> list[Group]:
-    """Duplicate sets under a matching rule: `phash` within `max_distance`, or `verified`."""
+    """Duplicate sets under a matching rule: `phash` within `max_distance`, or `verified`
+    (whose candidate `pairs` may have been found already, see `matching.candidate_pairs`)."""
     if rule == "verified":
         if candidates.prints is None:
             raise ValueError("the verified rule needs the candidates' fingerprints")
-        return form_verified_sets(candidates.prints, order, threads=threads)
+        return form_verified_sets(candidates.prints, order, threads=threads, pairs=pairs)
     return form_sets(candidates.phashes, order, max_distance, threads=threads)
 
 
@@ -156,14 +158,18 @@ def _radius_sets(
 
 
 def form_verified_sets(
-    prints: Fingerprints, order: NDArray[np.intp], *, threads: int = 1
+    prints: Fingerprints,
+    order: NDArray[np.intp],
+    *,
+    threads: int = 1,
+    pairs: Pairs | None = None,
 ) -> list[Group]:
     """Duplicate sets under the verified matcher (see `matching`), formed like `form_sets`.
 
     Every member is a confirmed match of its own original; members carry the kind of match and
     the similarity.
     """
-    found = confirmed_pairs(prints, threads=threads)
+    found = confirmed_pairs(prints, threads=threads, pairs=pairs)
     return _greedy_sets(
         len(prints.phashes),
         order,

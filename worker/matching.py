@@ -22,7 +22,7 @@ The thresholds come from `benchmarks/quality.py`, which prints the margins they 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -80,12 +80,25 @@ class Fingerprints:
     crops: NDArray[np.uint64]
     """Shape (n, 9): see `fingerprint.CROPS`."""
     signatures: NDArray[np.uint8]
-    """Shape (n, SIGNATURE_SIDE ** 2)."""
+    """Shape (rows, SIGNATURE_SIDE ** 2): one row per asset, or per asset in `signature_rows`."""
     low_detail: NDArray[np.bool_]
     content: NDArray[np.int64]
     """A 64-bit prefix of each asset's content checksum (sha256 of its bytes)."""
     pixels: NDArray[np.int64]
     """A 64-bit prefix of the checksum of decoded pixels for low-detail assets, else 0."""
+    signature_rows: NDArray[np.intp] | None = None
+    """Where each asset's signature is in `signatures` (-1: not loaded); None: row i is asset i.
+    A search loads signatures only for the assets its candidate pairs name."""
+
+    def signature_of(self, assets: NDArray[np.intp]) -> NDArray[np.uint8]:
+        """The signatures of the given assets, one row each."""
+        if self.signature_rows is None:
+            return self.signatures[assets]
+        return self.signatures[self.signature_rows[assets]]
+
+
+Pairs = tuple[NDArray[np.intp], NDArray[np.intp]]
+"""Candidate pairs (first, second) of asset positions, first < second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +146,28 @@ def checksum_column(values: Sequence[str | None]) -> NDArray[np.int64]:
     )
 
 
-def confirmed_pairs(prints: Fingerprints, *, threads: int = 1) -> Matches:
-    """Every pair of assets the verified matcher accepts as copies of one another."""
-    found = scored_candidates(prints, threads=threads)
+def with_signatures(
+    prints: Fingerprints, assets: NDArray[np.intp], signatures: Sequence[bytes | None]
+) -> Fingerprints:
+    """`prints` with the signatures of `assets` attached (a missing one reads as blank, which
+    confirms nothing)."""
+    size = SIGNATURE_SIDE * SIGNATURE_SIDE
+    blank = bytes(size)
+    matrix = np.frombuffer(b"".join(s or blank for s in signatures), dtype=np.uint8)
+    rows = np.full(len(prints.phashes), -1, dtype=np.intp)
+    rows[assets] = np.arange(len(assets))
+    return replace(prints, signatures=matrix.reshape(-1, size), signature_rows=rows)
+
+
+def confirmed_pairs(
+    prints: Fingerprints, *, threads: int = 1, pairs: Pairs | None = None
+) -> Matches:
+    """Every pair of assets the verified matcher accepts as copies of one another.
+
+    `pairs` are the candidates when already found (`candidate_pairs`); the signatures of their
+    assets must be loaded.
+    """
+    found = scored_candidates(prints, threads=threads, pairs=pairs)
     accepted = found.kind >= 0
     return Matches(
         found.first[accepted],
@@ -146,8 +178,16 @@ def confirmed_pairs(prints: Fingerprints, *, threads: int = 1) -> Matches:
     )
 
 
-def scored_candidates(prints: Fingerprints, *, threads: int = 1) -> Matches:
+def scored_candidates(
+    prints: Fingerprints, *, threads: int = 1, pairs: Pairs | None = None
+) -> Matches:
     """Every candidate pair with its verdict: kind -1 where the signatures did not confirm it."""
+    first, second = candidate_pairs(prints, threads=threads) if pairs is None else pairs
+    return _confirm(prints, first, second)
+
+
+def candidate_pairs(prints: Fingerprints, *, threads: int = 1) -> Pairs:
+    """The pairs (i < j) worth confirming, from the stored hashes alone (no signature read)."""
     n = len(prints.phashes)
     first_parts, second_parts = [], []
     for hashes, radius in ((prints.phashes, NEAR_RADIUS), (prints.centres, CENTRE_RADIUS)):
@@ -170,7 +210,7 @@ def scored_candidates(prints: Fingerprints, *, threads: int = 1) -> Matches:
     )
     first, second = np.divmod(codes, n)
     keep = first != second
-    return _confirm(prints, first[keep].astype(np.intp), second[keep].astype(np.intp))
+    return first[keep].astype(np.intp), second[keep].astype(np.intp)
 
 
 def _equal_pairs(
@@ -215,8 +255,8 @@ def _confirm(prints: Fingerprints, first: NDArray[np.intp], second: NDArray[np.i
     open_ = (kind < 0) & ~low
     if open_.any():
         rows = np.flatnonzero(open_)
-        raw_a = prints.signatures[first[rows]]
-        raw_b = prints.signatures[second[rows]]
+        raw_a = prints.signature_of(first[rows])
+        raw_b = prints.signature_of(second[rows])
         a, b = _normalised(raw_a), _normalised(raw_b)
         score = np.einsum("ij,ij->i", a, b)
         # Aligning costs 72 crops a pair: not for pairs no crop could lift over the threshold.
@@ -243,8 +283,8 @@ def _confirm(prints: Fingerprints, first: NDArray[np.intp], second: NDArray[np.i
         ):
             if rows.size == 0:
                 continue
-            a = _normalised(_turn(prints.signatures[source[rows]], transform))
-            b = _normalised(prints.signatures[target[rows]])
+            a = _normalised(_turn(prints.signature_of(source[rows]), transform))
+            b = _normalised(prints.signature_of(target[rows]))
             score = np.einsum("ij,ij->i", a, b)
             ok = score >= TURN_SIMILARITY
             kind[rows[ok]] = _CODE[name]

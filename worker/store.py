@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -136,18 +136,11 @@ class _PrintColumns:
     low-detail, so it matches only by identical bytes until `dupfinder rehash` refreshes it.
     """
 
-    FIELDS = (
-        "variants",
-        "centre_i64",
-        "crops",
-        "signature",
-        "low_detail",
-        "sha256",
-        "pixels_sha256",
-    )
+    FIELDS = ("variants", "centre_i64", "crops", "low_detail", "sha256", "pixels_sha256")
     _NO_SIGNATURE = bytes(SIGNATURE_SIDE * SIGNATURE_SIDE)
 
-    def __init__(self) -> None:
+    def __init__(self, with_signatures: bool) -> None:
+        self.with_signatures = with_signatures
         self.variants = bytearray()
         self.centres: list[int] = []
         self.crops = bytearray()
@@ -158,20 +151,19 @@ class _PrintColumns:
         self.missing = 0
 
     def add(self, doc: dict[str, Any]) -> None:
-        signature = doc.get("signature")
-        if signature is None:
+        if doc.get("variants") is None:
             self.missing += 1
             self.variants += bytes(8 * len(VARIANTS))
             self.centres.append(0)
             self.crops += bytes(8 * len(CROPS))
-            self.signatures += self._NO_SIGNATURE
             self.low_detail.append(True)
         else:
             self.variants += doc["variants"]
             self.centres.append(doc["centre_i64"])
             self.crops += doc["crops"]
-            self.signatures += signature
             self.low_detail.append(doc["low_detail"])
+        if self.with_signatures:
+            self.signatures += doc.get("signature") or self._NO_SIGNATURE
         self.content.append(doc.get("sha256"))
         self.pixels.append(doc.get("pixels_sha256"))
 
@@ -188,11 +180,14 @@ class _PrintColumns:
             centres=np.array(self.centres, dtype=np.int64).view(np.uint64),
             crops=_hash_matrix(self.crops, len(CROPS)),
             signatures=np.frombuffer(bytes(self.signatures), dtype=np.uint8).reshape(
-                len(self.centres), SIGNATURE_SIDE * SIGNATURE_SIDE
+                -1, SIGNATURE_SIDE * SIGNATURE_SIDE
             ),
             low_detail=np.array(self.low_detail, dtype=bool),
             content=checksum_column(self.content),
             pixels=checksum_column(self.pixels),
+            signature_rows=None
+            if self.with_signatures
+            else np.full(len(self.centres), -1, dtype=np.intp),
         )
 
 
@@ -424,12 +419,14 @@ class AssetStore:
         *,
         with_titles: bool,
         with_prints: bool = False,
+        with_signatures: bool = True,
         batch_size: int | None = None,
     ) -> Candidates:
         """Stream the in-scope assets' projected fields into columns (no documents are kept).
 
-        `with_prints` adds what the verified matcher reads (about 1.1 KiB an asset, nearly all
-        of it the signature).
+        `with_prints` adds what the verified matcher reads: its hashes (about 140 bytes an
+        asset) and, unless `with_signatures` is False, the 1 KiB signatures; a large search
+        reads those later, for its candidates only (`signatures`).
         """
         projection = {
             "_id": 0,
@@ -441,9 +438,11 @@ class AssetStore:
         }
         if with_titles:
             projection["title"] = 1
-        prints = _PrintColumns() if with_prints else None
+        prints = _PrintColumns(with_signatures) if with_prints else None
         if prints is not None:
             projection.update(dict.fromkeys(_PrintColumns.FIELDS, 1))
+            if with_signatures:
+                projection["signature"] = 1
         ids: list[str] = []
         hashes: list[int] = []
         pixels: list[int] = []
@@ -454,8 +453,8 @@ class AssetStore:
             cursor = self._assets.find(
                 scope_filter(portal_id, scope),
                 projection,
-                # About 6 MB a batch either way: a fingerprint is 1.2 KiB, a bare hash ~0.1 KiB.
-                batch_size=batch_size or (1000 if with_prints else 5000),
+                # A few MB a batch either way: a signature is 1 KiB, a bare hash ~0.1 KiB.
+                batch_size=batch_size or (1000 if with_prints and with_signatures else 5000),
             )
             async for doc in cursor:
                 ids.append(doc["asset_id"])
@@ -476,6 +475,26 @@ class AssetStore:
             titles=titles,
             prints=None if prints is None else prints.build(np.array(hashes, dtype=np.int64)),
         )
+
+    @_store_errors
+    async def signatures(self, portal_id: str, asset_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored signatures of the given live assets, by asset id (none for an asset
+        deleted or hashed before fingerprints existed)."""
+        found: dict[str, bytes] = {}
+        for start in range(0, len(asset_ids), 5000):
+            cursor = self._assets.find(
+                {
+                    "portal_id": portal_id,
+                    "asset_id": {"$in": list(asset_ids[start : start + 5000])},
+                    "state": HASHED,
+                },
+                {"_id": 0, "asset_id": 1, "signature": 1},
+                batch_size=1000,
+            )
+            async for doc in cursor:
+                if doc.get("signature") is not None:
+                    found[doc["asset_id"]] = doc["signature"]
+        return found
 
     @_store_errors
     async def members(self, portal_id: str, asset_ids: list[str]) -> dict[str, dict[str, Any]]:

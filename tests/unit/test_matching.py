@@ -6,6 +6,7 @@ tests pin what must never regress: each kind of copy found and named, the hard n
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from functools import cache
 
@@ -182,3 +183,22 @@ def test_crop_hashes_predict_the_hash_of_a_trimmed_copy() -> None:
 def test_a_scope_of_fewer_than_two_assets_has_no_pairs(n: int) -> None:
     _, hashed = evaluation()
     assert matching.confirmed_pairs(matching.columns(hashed[:n])).first.size == 0
+
+
+def test_signatures_read_for_the_candidates_only_confirm_the_same_pairs() -> None:
+    _, hashed = evaluation()
+    full = matching.columns(hashed)
+    pairs = matching.candidate_pairs(full)
+    named = np.unique(np.concatenate(pairs))
+    assert 0 < len(named) < len(hashed)  # the point: not every asset's signature is needed
+    bare = dataclasses.replace(
+        full,
+        signatures=full.signatures[:0],
+        signature_rows=np.full(len(hashed), -1, dtype=np.intp),
+    )
+    partial = matching.with_signatures(
+        bare, named, [full.signatures[i].tobytes() for i in named.tolist()]
+    )
+    expected, got = matching.confirmed_pairs(full), matching.confirmed_pairs(partial, pairs=pairs)
+    for field in ("first", "second", "distance", "kind", "similarity"):
+        assert np.array_equal(getattr(expected, field), getattr(got, field)), field
