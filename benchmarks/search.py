@@ -28,8 +28,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.grouping import form_sets, form_verified_sets, hamming, original_order
-from worker.matching import Fingerprints
+from worker.grouping import Group, form_sets, form_verified_sets, hamming, original_order
+from worker.matching import Fingerprints, candidate_pairs, with_signatures
 from worker.neighbours import pairs_within
 
 
@@ -185,14 +185,30 @@ def main() -> None:
     )
 
     if args.verified:
-        prints, planted = fingerprints(hashes, seed=3)
-        verified, verified_s = timed(lambda: form_verified_sets(prints, order, threads=threads))
+        stored, planted = fingerprints(hashes, seed=3)
+        # As the worker searches: the scope's hashes, then signatures for the candidates only.
+        bare = dataclasses.replace(
+            stored, signatures=stored.signatures[:0], signature_rows=np.full(n, -1, np.intp)
+        )
+
+        def verified_search() -> list[Group]:
+            pairs = candidate_pairs(bare, threads=threads)
+            named = np.unique(np.concatenate(pairs))
+            read = [stored.signatures[i].tobytes() for i in named.tolist()]  # the store's part
+            prints = with_signatures(bare, named, read)
+            return form_verified_sets(prints, order, threads=threads, pairs=pairs)
+
+        verified, verified_s = timed(verified_search)
         tracemalloc.start()  # a second run for memory: tracing slows allocations down
-        form_verified_sets(prints, order, threads=threads)
+        verified_search()
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         found = sum(len(g.members) - 1 for g in verified)
-        columns = sum(getattr(prints, field.name).nbytes for field in dataclasses.fields(prints))
+        columns = sum(
+            getattr(bare, field.name).nbytes
+            for field in dataclasses.fields(bare)
+            if getattr(bare, field.name) is not None
+        )
         print(
             f"dupfinder verified         {verified_s:8.2f} s   {len(verified):,} sets, {found:,} "
             f"members for {planted:,} planted copies; inputs {columns / n:.0f} bytes per asset, "

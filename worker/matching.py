@@ -352,8 +352,8 @@ def corner_masked_similarity(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDAr
     return best
 
 
-#: Pairs aligned at once (bounds the memory of the crop stack to a few tens of MB).
-_ALIGN_BATCH = 128
+#: Pairs aligned at once (their crop stacks take about 10 MB).
+_ALIGN_BATCH = 32
 
 
 def aligned_similarity(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
