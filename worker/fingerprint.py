@@ -103,17 +103,9 @@ def fingerprint(small: Image.Image) -> Fingerprint:
         ),
         centre=_bits(trimmed[0]),
         crops=tuple(_bits(low) for low in trimmed[1:]),
-        signature=signature_of(pixels),
+        signature=np.asarray(small, dtype=np.uint8).tobytes(),
         detail=detail_of(pixels),
     )
-
-
-def signature_of(pixels: NDArray[np.float64]) -> bytes:
-    """The 32 x 32 shrink averaged to `SIGNATURE_SIDE` squared grey levels, as bytes."""
-    side = SIGNATURE_SIDE
-    block = pixels.shape[0] // side
-    means = pixels.reshape(side, block, side, block).mean(axis=(1, 3))
-    return np.clip(np.rint(means), 0, 255).astype(np.uint8).tobytes()
 
 
 def detail_of(pixels: NDArray[np.float64]) -> float:
@@ -177,7 +169,7 @@ def _trims() -> list[tuple[float, float, float, float]]:
 def _trim_operators() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per trim, the 8 x 32 matrices that map a 32 x 32 image straight to the low 8 x 8 DCT
     block of its trimmed and resized self: `rows @ X @ cols.T`."""
-    n = 32
+    n = SIGNATURE_SIDE
     k = np.arange(8)[:, None]
     x = np.arange(n)[None, :]
     dct = 2 * np.cos(np.pi * k * (2 * x + 1) / (2 * n))  # scipy.fftpack's DCT-II, first 8 rows
