@@ -118,18 +118,18 @@ class Matches:
 
 def columns(images: Sequence[HashedImage]) -> Fingerprints:
     """The matcher's columns for freshly hashed images (the store reads the same from documents)."""
-    prints = [image.fingerprint for image in images]
-    if any(p is None for p in prints):
+    prints = [image.fingerprint for image in images if image.fingerprint is not None]
+    if len(prints) != len(images):
         raise ValueError("every image needs a fingerprint (hash_image makes one)")
     return Fingerprints(
-        phashes=hex_column([p.phash for p in prints if p]),
-        variants=hex_column([v for p in prints if p for v in p.variants]).reshape(-1, 4),
-        centres=hex_column([p.centre for p in prints if p]),
-        crops=hex_column([c for p in prints if p for c in p.crops]).reshape(-1, len(CROPS)),
-        signatures=np.frombuffer(b"".join(p.signature for p in prints if p), np.uint8).reshape(
+        phashes=hex_column([p.phash for p in prints]),
+        variants=hex_column([v for p in prints for v in p.variants]).reshape(-1, len(VARIANTS)),
+        centres=hex_column([p.centre for p in prints]),
+        crops=hex_column([c for p in prints for c in p.crops]).reshape(-1, len(CROPS)),
+        signatures=np.frombuffer(b"".join(p.signature for p in prints), np.uint8).reshape(
             len(prints), SIGNATURE_SIDE * SIGNATURE_SIDE
         ),
-        low_detail=np.array([p.low_detail for p in prints if p], dtype=bool),
+        low_detail=np.array([p.low_detail for p in prints], dtype=bool),
         content=checksum_column([image.sha256 for image in images]),
         pixels=checksum_column([image.pixels_sha256 for image in images]),
     )

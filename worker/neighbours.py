@@ -7,8 +7,8 @@ each hash's chunk values with every flip of up to `r // m` bits, and check the f
 the few candidates that share a probed chunk value. Nothing within the radius is missed; the
 tests compare it with brute force.
 
-Chunks are sized near log2(n) bits so that a chunk bucket holds about one hash; when the radius
-is too large for the index to pay (too many probes) the search falls back to blocked brute force.
+The number of chunks is chosen by a cost model (probe passes plus candidates checked, see
+`_plan`); when no split pays, the search falls back to blocked brute force.
 """
 
 from __future__ import annotations
@@ -115,9 +115,9 @@ def _plan(n: int, radius: int) -> list[tuple[int, int]] | None:
         if max(w for _, w in chunks) > 24:  # tables of 2^width entries: at most 64 MiB
             continue
         flips = radius // m
-        probes = sum(sum(comb(w, k) for k in range(flips + 1)) for _, w in chunks)
-        candidates = sum(sum(comb(w, k) for k in range(flips + 1)) * n / 2**w for _, w in chunks)
-        cost = n * (probes + candidates)
+        # Per chunk: its probes, each meeting n / 2^width hashes on average.
+        per_chunk = [(sum(comb(w, k) for k in range(flips + 1)), w) for _, w in chunks]
+        cost = n * sum(probes * (1 + n / 2**w) for probes, w in per_chunk)
         if best is None or cost < best[0]:
             best = (cost, chunks)
     # Brute force compares every pair: n^2 / 2, at a few times the speed per element.
