@@ -245,7 +245,8 @@ def _confirm(prints: Fingerprints, first: NDArray[np.intp], second: NDArray[np.i
     similarity = np.zeros(k)
     distance = np.bitwise_count(prints.phashes[first] ^ prints.phashes[second]).astype(np.int64)
 
-    same_bytes = prints.content[first] == prints.content[second]
+    # 0 = no checksum known, as in `candidate_pairs`: two unknowns are not the same bytes.
+    same_bytes = (prints.content[first] == prints.content[second]) & (prints.content[first] != 0)
     kind[same_bytes] = _CODE["identical"]
     similarity[same_bytes] = 1.0
     low = prints.low_detail[first] | prints.low_detail[second]

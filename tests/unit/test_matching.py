@@ -202,3 +202,12 @@ def test_signatures_read_for_the_candidates_only_confirm_the_same_pairs() -> Non
     expected, got = matching.confirmed_pairs(full), matching.confirmed_pairs(partial, pairs=pairs)
     for field in ("first", "second", "distance", "kind", "similarity"):
         assert np.array_equal(getattr(expected, field), getattr(got, field)), field
+
+
+def test_assets_without_a_checksum_are_never_identical() -> None:
+    _, hashed = evaluation()
+    known = matching.columns(hashed)
+    unknown = dataclasses.replace(known, content=np.zeros_like(known.content))
+    kinds = {matching.KINDS[int(k)] for k in matching.confirmed_pairs(unknown).kind}
+    assert "identical" in {matching.KINDS[int(k)] for k in matching.confirmed_pairs(known).kind}
+    assert "identical" not in kinds and kinds  # byte copies still match, by their pixels
