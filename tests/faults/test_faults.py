@@ -20,6 +20,7 @@ import pymongo
 import pymongo.database
 import pytest
 
+from tests.commands import clashing_commands
 from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess
 from tests.faults.ledger import Ledger, ResultWatcher, check
 from tests.images import photo, write
@@ -267,7 +268,6 @@ def test_flood_with_duplicate_deliveries(rig: Rig) -> None:
 def test_conflicting_commands_across_two_worker_processes(rig: Rig, tmp_path: Path) -> None:
     """Hundreds of make-original(A), make-original(B), delete(A), delete(B) on one set, served by
     two worker processes at once, then all of them replayed."""
-    from schemas.messages import DeleteDuplicates, MakeOriginal
     from tests.faults.ledger import CommandWatcher
 
     ensure_worker(rig)
@@ -283,18 +283,7 @@ def test_conflicting_commands_across_two_worker_processes(rig: Rig, tmp_path: Pa
         assert time.monotonic() < deadline, "the set was not hashed"
         time.sleep(0.2)
     watcher = CommandWatcher(rig.node.url)
-    commands: list[MakeOriginal | DeleteDuplicates] = []
-    for n in range(100 if not rig.long else 1000):
-        commands += [
-            MakeOriginal(command_id=f"mA{n}", portal_id=portal, asset_id="A"),
-            MakeOriginal(command_id=f"mB{n}", portal_id=portal, asset_id="B"),
-            DeleteDuplicates(
-                command_id=f"dA{n}", portal_id=portal, original_id="A", asset_ids=["B", "C"]
-            ),
-            DeleteDuplicates(
-                command_id=f"dB{n}", portal_id=portal, original_id="B", asset_ids=["A", "C"]
-            ),
-        ]
+    commands = clashing_commands(portal, "A", "B", "C", rounds=100 if not rig.long else 1000)
     try:
         for command in commands:
             ledger.send(command)

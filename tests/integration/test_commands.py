@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from schemas.messages import DeleteDuplicates, FindDuplicates, MakeOriginal
+from tests.commands import clashing_commands
 from tests.harness import Harness
 from tests.images import photo, write
 
@@ -234,18 +235,7 @@ def test_conflicting_commands_leave_exactly_one_live_original(
     harness: Harness, portal: str, trio: list[str]
 ) -> None:
     # Many users click "make original" and "delete" on the same set at once
-    commands: list[MakeOriginal | DeleteDuplicates] = []
-    for n in range(15):
-        commands += [
-            MakeOriginal(command_id=f"m1-{n}", portal_id=portal, asset_id="a1"),
-            MakeOriginal(command_id=f"m2-{n}", portal_id=portal, asset_id="a2"),
-            DeleteDuplicates(
-                command_id=f"d1-{n}", portal_id=portal, original_id="a1", asset_ids=["a2", "a3"]
-            ),
-            DeleteDuplicates(
-                command_id=f"d2-{n}", portal_id=portal, original_id="a2", asset_ids=["a1", "a3"]
-            ),
-        ]
+    commands = clashing_commands(portal, "a1", "a2", "a3", rounds=15)
     for command in commands:
         harness.send(command)
     outcomes = harness.wait_for(
