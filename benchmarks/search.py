@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from worker.grouping import Group, form_sets, form_verified_sets, hamming, original_order
-from worker.matching import Fingerprints, candidate_pairs, with_signatures
+from worker.matching import Fingerprints, candidate_pairs, named_assets, with_signatures
 from worker.neighbours import pairs_within
 
 
@@ -193,7 +193,7 @@ def main() -> None:
 
         def verified_search() -> list[Group]:
             pairs = candidate_pairs(bare, threads=threads)
-            named = np.unique(np.concatenate(pairs))
+            named = named_assets(pairs)
             read = [stored.signatures[i].tobytes() for i in named.tolist()]  # the store's part
             prints = with_signatures(bare, named, read)
             return form_verified_sets(prints, order, threads=threads, pairs=pairs)

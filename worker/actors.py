@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import dramatiq
-import numpy as np
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 from pydantic import ValidationError
@@ -392,7 +391,7 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
         pairs = await loop.run_in_executor(
             None, functools.partial(matching.candidate_pairs, candidates.prints, threads=threads)
         )
-        named = np.unique(np.concatenate(pairs))
+        named = matching.named_assets(pairs)
         ids = [candidates.asset_ids[i] for i in named.tolist()]
         stored = await rt.store.signatures(request.portal_id, ids)
         candidates = dataclasses.replace(

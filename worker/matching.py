@@ -148,6 +148,11 @@ def checksum_column(values: Sequence[str | None]) -> NDArray[np.int64]:
     )
 
 
+def named_assets(pairs: Pairs) -> NDArray[np.intp]:
+    """The assets whose signatures confirming `pairs` needs, in position order."""
+    return np.unique(np.concatenate(pairs)).astype(np.intp)
+
+
 def with_signatures(
     prints: Fingerprints, assets: NDArray[np.intp], signatures: Sequence[bytes | None]
 ) -> Fingerprints:

@@ -189,7 +189,7 @@ def test_signatures_read_for_the_candidates_only_confirm_the_same_pairs() -> Non
     _, hashed = evaluation()
     full = matching.columns(hashed)
     pairs = matching.candidate_pairs(full)
-    named = np.unique(np.concatenate(pairs))
+    named = matching.named_assets(pairs)
     assert 0 < len(named) < len(hashed)  # the point: not every asset's signature is needed
     bare = dataclasses.replace(
         full,
