@@ -96,18 +96,14 @@ def find_sets(
     """Duplicate sets under a matching rule: `phash` within `max_distance`, or `verified`
     (whose candidate `pairs` may have been found already, see `matching.candidate_pairs`)."""
     if rule == "verified":
-        if candidates.prints is None:
-            raise ValueError("the verified rule needs the candidates' fingerprints")
-        return form_verified_sets(candidates.prints, order, threads=threads, pairs=pairs)
+        return form_verified_sets(_prints(candidates), order, threads=threads, pairs=pairs)
     return form_sets(candidates.phashes, order, max_distance, threads=threads)
 
 
 def matches_of(candidates: Candidates, index: int, rule: str, max_distance: int) -> set[int]:
     """Positions that match the asset at `index` under a rule (what a delete re-checks)."""
     if rule == "verified":
-        if candidates.prints is None:
-            raise ValueError("the verified rule needs the candidates' fingerprints")
-        found = confirmed_pairs(candidates.prints)
+        found = confirmed_pairs(_prints(candidates))
         return {
             int(b if a == index else a)
             for a, b in zip(found.first.tolist(), found.second.tolist(), strict=True)
@@ -115,6 +111,12 @@ def matches_of(candidates: Candidates, index: int, rule: str, max_distance: int)
         }
     close = hamming(candidates.phashes, candidates.phashes[index]) <= max_distance
     return set(np.flatnonzero(close).tolist()) - {index}
+
+
+def _prints(candidates: Candidates) -> Fingerprints:
+    if candidates.prints is None:
+        raise ValueError("the verified rule needs the candidates' fingerprints")
+    return candidates.prints
 
 
 def form_sets(
