@@ -117,7 +117,10 @@ def margins(evaluation: list[Sample], prints: matching.Fingerprints) -> None:
         elif not same:
             label = matching.KINDS[kind] if kind >= 0 else "rejected"
             rejected.append((similarity, evaluation[a].name, evaluation[b].name, label))
-    print("\n== verified: the weakest confirmed copy of each kind (similarity to its original)")
+    print(
+        "\n== verified: the weakest confirmed copy of each kind (similarity to its original: the "
+        "plain correlation when that clears the threshold, else the best over border crops)"
+    )
     for kind in KINDS:
         if kind in weakest:
             print(f"  {kind:13s} {weakest[kind][0]:.3f}  {weakest[kind][1]}")

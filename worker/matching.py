@@ -7,10 +7,10 @@ one (pHash within `NEAR_RADIUS`, centre hash within `CENTRE_RADIUS`, a crop hash
 `CROP_RADIUS` of the other's pHash, a mirror or rotation variant within `TURN_RADIUS`, or the
 same bytes), then confirmed on the 32 x 32 signatures:
 
-- `near`: the Pearson correlation of the two signatures, maximised over 36 small border crops
-  of either image (up to 6 % of each side), reaches `NEAR_SIMILARITY`. Correlation ignores
-  brightness, contrast and colour; the crop search absorbs trimmed borders. A stereo pair or
-  another region of the same shoot does not line up under any crop.
+- `near`: the Pearson correlation of the two signatures reaches `NEAR_SIMILARITY`, as it is or
+  else maximised over 36 small border crops of either image (up to 6 % of each side).
+  Correlation ignores brightness, contrast and colour; the crop search absorbs trimmed borders.
+  A stereo pair or another region of the same shoot does not line up under any crop.
 - `mirrored` / `rotated`: the transformed signature correlates to `TURN_SIMILARITY` or more
   without any crop; turned copies are rarer than unrelated look-alikes (the quadrants of a
   symmetric photo are each other's mirror images at a glance), so they must agree closely.
@@ -267,8 +267,10 @@ def _confirm(prints: Fingerprints, first: NDArray[np.intp], second: NDArray[np.i
         raw_b = prints.signature_of(second[rows])
         a, b = _normalised(raw_a), _normalised(raw_b)
         score = np.einsum("ij,ij->i", a, b)
-        # Aligning costs 72 crops a pair: not for pairs no crop could lift over the threshold.
-        align = score >= ALIGN_FROM
+        # Aligning costs 72 crops a pair: not for pairs no crop could lift over the threshold,
+        # nor for pairs already over it (most true copies), whose similarity is then the plain
+        # correlation.
+        align = (score >= ALIGN_FROM) & (score < NEAR_SIMILARITY)
         score[align] = np.maximum(
             aligned_similarity(a[align], b[align]),
             corner_masked_similarity(raw_a[align], raw_b[align]),
