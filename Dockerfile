@@ -12,7 +12,14 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY worker ./worker
-RUN pip install .
+# Installed, then the sources removed: one copy of the code (Dramatiq puts the working directory
+# on sys.path). The search index's compiled loops are built into the image (Numba's cache), not
+# in the first search of every container.
+ENV NUMBA_CACHE_DIR=/app/.numba-cache
+RUN pip install . \
+    && rm -r schemas worker \
+    && python -c "from worker.neighbours import compile_ahead; compile_ahead()" \
+    && chown -R dupfinder /app/.numba-cache
 
 USER dupfinder
 # Processes and threads come from DUPFINDER_PROCESSES / DUPFINDER_THREADS.

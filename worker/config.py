@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     """Default Hamming radius of the `phash` rule (0 = equal pHashes, as the product we
     imitate)."""
     search_threads: Annotated[int, Field(ge=1, le=64)] = max(1, min(4, os.cpu_count() or 1))
-    """Threads one `find-duplicates` search uses for its index probes (NumPy releases the GIL)."""
+    """Threads one `find-duplicates` search uses for its index probes (compiled, GIL released)."""
     max_pixels: Annotated[int, Field(ge=1)] = 150_000_000
     """Images with more pixels are refused as `too_large` before decoding (decompression bombs)."""
     max_source_bytes: Annotated[int, Field(ge=1)] = 256 * 1024 * 1024
