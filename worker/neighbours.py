@@ -133,8 +133,7 @@ def _plan(n: int, radius: int, probes: int | None = None) -> list[tuple[int, int
         return None
     best: tuple[float, list[tuple[int, int]]] | None = None
     for m in range(2, 9):
-        bounds = np.linspace(0, 64, m + 1).round().astype(int)
-        chunks = [(int(lo), int(hi - lo)) for lo, hi in pairwise(bounds)]
+        chunks = _split(m)
         if max(w for _, w in chunks) > 24:  # tables of 2^width entries: at most 64 MiB
             continue
         flips = radius // m
@@ -148,6 +147,12 @@ def _plan(n: int, radius: int, probes: int | None = None) -> list[tuple[int, int
     if best is None or best[0] > n * probes / 2:
         return None
     return best[1]
+
+
+def _split(m: int) -> list[tuple[int, int]]:
+    """The 64 bits as `m` chunks (shift, width) of near-equal widths."""
+    bounds = np.linspace(0, 64, m + 1).round().astype(int)
+    return [(int(lo), int(hi - lo)) for lo, hi in pairwise(bounds)]
 
 
 def _brute_force(

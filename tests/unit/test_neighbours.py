@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from worker import neighbours
 from worker.grouping import Group, form_sets, hamming
 from worker.neighbours import BRUTE_FORCE_MAX, cross_pairs, pairs_within
 
@@ -40,6 +41,23 @@ def test_the_index_finds_exactly_the_brute_force_pairs(n: int, radius: int) -> N
     )
     assert np.all(first < second)
     assert len(set(zip(first.tolist(), second.tolist(), strict=True))) == len(first)
+
+
+@pytest.mark.parametrize("chunks", [3, 4, 5])
+@pytest.mark.parametrize("radius", [6, 8, 10])
+def test_every_split_of_the_index_finds_exactly_the_brute_force_pairs(
+    chunks: int, radius: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cost model picks 3 chunks (2 flipped bits a chunk at radius 8) only at about a million
+    # hashes; here every split is forced at a size brute force can check, so each chunk's flips
+    # and the rule that a pair is reported by the first chunk holding it are tested at 1-3 flips.
+    split = neighbours._split(chunks)
+    monkeypatch.setattr(neighbours, "_plan", lambda *_: split)
+    hashes = photo_like_hashes(6000, seed=chunks * 100 + radius)
+    first, second, distance = pairs_within(hashes, radius, threads=2)
+    found = list(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True))
+    assert len(found) == len(set(found))
+    assert set(found) == brute_pairs(hashes, radius)
 
 
 def greedy_reference(hashes: np.ndarray, order: np.ndarray, radius: int) -> list[Group]:
