@@ -17,6 +17,7 @@ back to blocked brute force.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -189,6 +190,19 @@ def _flip_masks(width: int, flips: int) -> NDArray[np.int32]:
     return np.array(masks, dtype=np.int32)
 
 
+def _compiled(function: Callable[..., Any]) -> Any:
+    """`function` compiled by Numba to run without the GIL, its machine code cached on disk.
+
+    Where no cache directory is writable (a read-only root file system, no `NUMBA_CACHE_DIR`),
+    Numba refuses `cache=True` at import; the worker then compiles in each process instead
+    (about 3 s, once) rather than failing to start.
+    """
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
+        return numba.njit(nogil=True)(function)
+
+
 @dataclass(frozen=True, slots=True)
 class _Chunk:
     """One chunk's index: the hashes sorted by chunk value with each bucket's start, and the
@@ -223,7 +237,7 @@ class _Chunk:
         )
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _bucket_sort(
     keys: NDArray[np.int32], buckets: int
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
@@ -251,7 +265,7 @@ def _popcount(x: np.uint64) -> np.uint64:
     return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _probe(
     probe_keys: NDArray[np.int32],
     probe_order: NDArray[np.int32],
@@ -319,7 +333,7 @@ def _probe_block(
     return _probe(*block, *shared)
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _grown(values: NDArray[np.int32], size: int) -> NDArray[np.int32]:
     bigger = np.empty(size, np.int32)
     bigger[: len(values)] = values
