@@ -66,8 +66,9 @@ def cross_pairs(
     if per_asset == 1:
         return _search(hashes, radius, flat.reshape(-1), threads)
     # Several hashes per asset: index them and probe with the asset hashes instead. Both ways
-    # meet the same candidates, but every probe pass reads the probing side whole, and this way
-    # round it is per_asset times shorter.
+    # meet the same candidates, but every probe key costs a random table read per flip, and this
+    # way round there are per_asset times fewer keys (nine crop columns at a million assets:
+    # 1.45 s, against 3.35 s probing a pHash index with each column).
     second, first, distance = _search(
         flat.reshape(-1), radius, hashes, threads, index_share=per_asset
     )
