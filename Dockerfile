@@ -13,12 +13,12 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY worker ./worker
 # Installed, then the sources removed: one copy of the code (Dramatiq puts the working directory
-# on sys.path). The search index's compiled loops are built into the image (Numba's cache), not
-# in the first search of every container.
+# on sys.path). The compiled loops (image shrink, search index) are built into the image (Numba's
+# cache), not at the boot of every container.
 ENV NUMBA_CACHE_DIR=/app/.numba-cache
 RUN pip install . \
     && rm -r schemas worker \
-    && python -c "from worker.neighbours import compile_ahead; compile_ahead()" \
+    && python -c "from worker.compiled import compile_ahead; compile_ahead()" \
     && chown -R dupfinder /app/.numba-cache
 
 USER dupfinder

@@ -88,9 +88,9 @@ class Fingerprint:
         return self.detail < LOW_DETAIL_BELOW
 
 
-def fingerprint(small: Image.Image) -> Fingerprint:
+def fingerprint(small: NDArray[np.uint8]) -> Fingerprint:
     """The fingerprint of a 32 x 32 greyscale image (pHash's input, as `hashing` makes it)."""
-    pixels = np.asarray(small, dtype=np.float64)
+    pixels = small.astype(np.float64)
     low = _dct(pixels)[:8, :8]
     turns = np.stack(
         (
@@ -108,7 +108,7 @@ def fingerprint(small: Image.Image) -> Fingerprint:
         variants=(texts[1], texts[2], texts[3], texts[4]),
         centre=texts[5],
         crops=tuple(texts[6:]),
-        signature=np.asarray(small, dtype=np.uint8).tobytes(),
+        signature=small.astype(np.uint8, copy=False).tobytes(),
         detail=detail_of(pixels),
     )
 

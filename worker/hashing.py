@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from worker.errors import TooLarge, UnreadableImage, UnsupportedFormat
 from worker.fingerprint import CENTRE_BORDER, SIGNATURE_SIDE, Fingerprint, fingerprint
+from worker.shrink import SIDE, shrink
 
 #: Bumped whenever the bits a given image hashes to may change, so stored hashes can be replayed.
 HASH_VERSION = 3
@@ -36,9 +39,6 @@ REDUCED_MIN_SIDE = 256
 #: Before the final Lanczos shrink to 32 x 32, images are box-reduced by whole factors to no less
 #: than this: the Lanczos pass then reads a few thousand pixels instead of millions.
 BOX_MIN_SIDE = 256
-
-#: imagehash's pHash input: greyscale 32 x 32 (hash_size 8 x highfreq_factor 4).
-_PHASH_INPUT = (32, 32)
 
 #: Transparent pixels are composited onto this grey level before hashing: what a portal shows
 #: behind a cut-out, and what a JPEG export of it usually contains.
@@ -226,13 +226,14 @@ def _reduce_decoding(image: Image.Image) -> str:
     return "jpeg-draft"
 
 
-def _phash_input(image: Image.Image, transpose: Image.Transpose | None) -> Image.Image:
+def _phash_input(image: Image.Image, transpose: Image.Transpose | None) -> NDArray[np.uint8]:
     """The 32 x 32 greyscale image imagehash's pHash transforms, reached cheaply.
 
     The EXIF orientation is applied to the greyscale image (a pointwise conversion commutes with
     a transposition, so the bits equal those of the upright colour image, without a full-size
     colour copy). Large images are then shrunk by an integer box filter to no less than
-    `BOX_MIN_SIDE` (Pillow's `reducing_gap`) and Lanczos-resampled exactly as imagehash does.
+    `BOX_MIN_SIDE` (Pillow's `reducing_gap`) and Lanczos-resampled exactly as imagehash does,
+    by Pillow's arithmetic compiled (`shrink`).
     """
     if image.mode in _HIGH_BIT_MODES:
         # 16-bit greyscale would be clipped to white by a plain conversion: scale it down.
@@ -247,10 +248,9 @@ def _phash_input(image: Image.Image, transpose: Image.Transpose | None) -> Image
     if transpose is not None:
         gray = gray.transpose(transpose)
     if min(gray.size) < 2 * BOX_MIN_SIDE:  # nothing to gain: resample exactly as imagehash
-        return gray.resize(_PHASH_INPUT, Image.Resampling.LANCZOS)
+        return shrink(gray)
     # reducing_gap = g: box-reduce by whole factors while at least 32 * g pixels remain.
-    gap = BOX_MIN_SIDE / _PHASH_INPUT[0]
-    return gray.resize(_PHASH_INPUT, Image.Resampling.LANCZOS, reducing_gap=gap)
+    return shrink(gray, reducing_gap=BOX_MIN_SIDE / SIDE)
 
 
 def _unsupported_format(data: bytes) -> str | None:

@@ -17,7 +17,6 @@ back to blocked brute force.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +27,8 @@ from typing import Any
 import numba
 import numpy as np
 from numpy.typing import NDArray
+
+from worker.compiled import compiled
 
 #: Below this many hashes, brute force is as fast as building an index.
 BRUTE_FORCE_MAX = 3000
@@ -108,11 +109,8 @@ def _empty() -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
 
 
 def compile_ahead() -> None:
-    """Compile the index's loops now rather than in the first search (about 3 s).
-
-    Numba keeps the machine code in its cache directory (`NUMBA_CACHE_DIR`, else next to this
-    file or in the user's cache), so an image build or a deployment step can pay this once.
-    """
+    """Compile the index's loops now rather than in the first search (about 3 s; see
+    `worker.compiled.compile_ahead`, which also compiles the others)."""
     hashes = np.random.default_rng(0).integers(0, 2**63, BRUTE_FORCE_MAX + 1).astype(np.uint64)
     pairs_within(hashes, 4)
     cross_pairs(np.stack([hashes, hashes], axis=1), hashes, 4)
@@ -191,19 +189,6 @@ def _flip_masks(width: int, flips: int) -> NDArray[np.int32]:
     return np.array(masks, dtype=np.int32)
 
 
-def _compiled(function: Callable[..., Any]) -> Any:
-    """`function` compiled by Numba to run without the GIL, its machine code cached on disk.
-
-    Where no cache directory is writable (a read-only root file system, no `NUMBA_CACHE_DIR`),
-    Numba refuses `cache=True` at import; the worker then compiles in each process instead
-    (about 3 s, once) rather than failing to start.
-    """
-    try:
-        return numba.njit(nogil=True, cache=True)(function)
-    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
-        return numba.njit(nogil=True)(function)
-
-
 @dataclass(frozen=True, slots=True)
 class _Chunk:
     """One chunk's index: the hashes sorted by chunk value with each bucket's start, and the
@@ -238,7 +223,7 @@ class _Chunk:
         )
 
 
-@_compiled
+@compiled
 def _bucket_sort(
     keys: NDArray[np.int32], buckets: int
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
@@ -266,7 +251,7 @@ def _popcount(x: np.uint64) -> np.uint64:
     return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
-@_compiled
+@compiled
 def _probe(
     probe_keys: NDArray[np.int32],
     probe_order: NDArray[np.int32],
@@ -334,7 +319,7 @@ def _probe_block(
     return _probe(*block, *shared)
 
 
-@_compiled
+@compiled
 def _grown(values: NDArray[np.int32], size: int) -> NDArray[np.int32]:
     bigger = np.empty(size, np.int32)
     bigger[: len(values)] = values

@@ -8,6 +8,7 @@ hashing threads are created and closed alongside it.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 from PIL import Image
 
+from worker.compiled import compile_ahead
 from worker.config import Settings, get_settings
 from worker.results import ResultPublisher
 from worker.store import AssetStore
@@ -62,6 +64,11 @@ class Resources(Middleware):
         # Pillow warns above this many pixels and refuses above twice as many; aligning it with
         # our own limit keeps its guard in step with the one `hashing` applies.
         Image.MAX_IMAGE_PIXELS = settings.max_pixels
+        # The shrink and search loops are compiled (Numba): load them from the cache, or compile
+        # them, here rather than in the first upload or search this process handles.
+        started = time.perf_counter()
+        compile_ahead()
+        log.info("compiled loops ready in %.2f s", time.perf_counter() - started)
         loop_thread = get_event_loop_thread()
         if loop_thread is None:
             raise RuntimeError("the AsyncIO middleware must come before Resources")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from worker import neighbours
+from worker.compiled import compiled
 from worker.grouping import Group, form_sets, hamming
 from worker.neighbours import BRUTE_FORCE_MAX, cross_pairs, pairs_within
 
@@ -132,4 +133,4 @@ def test_the_index_compiles_where_no_cache_directory_can_be_written() -> None:
     exec("def add(a, b):\n    return a + b\n", namespace)  # a function with no source file
     with pytest.raises(RuntimeError, match="no locator available"):
         numba.njit(cache=True)(namespace["add"])
-    assert neighbours._compiled(namespace["add"])(2, 3) == 5
+    assert compiled(namespace["add"])(2, 3) == 5
