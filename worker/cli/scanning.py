@@ -1,0 +1,86 @@
+"""`dupfinder scan`: the core on local folders, no services needed."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from schemas.messages import Sort
+from worker.cli.common import EXIT_FAILURES, EXIT_OK, EXIT_USAGE
+from worker.config import get_settings
+
+if TYPE_CHECKING:
+    from schemas.events import SetMember
+    from worker.scan import ScanResult
+
+
+def scan(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from worker.fetching import FetchLimits
+    from worker.progress import Progress
+    from worker.scan import scan
+
+    settings = get_settings()
+    Image.MAX_IMAGE_PIXELS = settings.max_pixels
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        print(f"dupfinder scan: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    field, _, order = args.sort.partition(":")
+    sort = Sort.model_validate({"field": field, "order": order or "desc"})
+    result = scan(
+        args.paths,
+        match=args.match or settings.match,
+        max_distance=args.max_distance if args.max_distance is not None else settings.max_distance,
+        limits=FetchLimits(
+            settings.max_source_bytes, settings.fetch_timeout_s, settings.fetch_connect_timeout_s
+        ),
+        max_pixels=settings.max_pixels,
+        sort=sort,
+        workers=args.workers or os.cpu_count() or 1,
+        progress=None if args.quiet else Progress(),
+    )
+    for failure in result.failures:
+        print(f"skipped {failure.path}: {failure.reason}: {failure.detail}", file=sys.stderr)
+    if args.json:
+        body = {
+            "files": result.files,
+            "failed": [dataclasses.asdict(f) for f in result.failures],
+            "sets": [s.model_dump(mode="json") for s in result.sets],
+        }
+        json.dump(body, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_table(result)
+    return EXIT_FAILURES if result.failures else EXIT_OK
+
+
+def _print_table(result: ScanResult) -> None:
+    duplicates = sum(len(s.assets) - 1 for s in result.sets)
+    for number, dup_set in enumerate(result.sets, start=1):
+        print(f"set {number}: {len(dup_set.assets)} images")
+        for member in dup_set.assets:
+            mark = f"{'original':<20}" if member.original else _how(member)
+            size = f"{member.width}x{member.height}"
+            stamp = member.uploaded_at.strftime("%Y-%m-%d %H:%M")
+            print(f"  {mark} {size:>11}  {stamp}  {member.asset_id}")
+        print()
+    print(
+        f"{result.files} files, {len(result.failures)} unreadable, {len(result.sets)} duplicate "
+        f"sets, {duplicates} duplicates"
+    )
+
+
+def _how(member: SetMember) -> str:
+    """How a member matches its original, in a fixed-width column."""
+    if member.match == "near":
+        shown = f"near d={member.distance}"
+        if member.similarity is not None:
+            shown += f" s={member.similarity:.2f}"
+        return f"{shown:<20}"
+    return f"{member.match:<20}"

@@ -1,0 +1,57 @@
+"""`dupfinder worker` runs the service; `dupfinder check` probes what it depends on."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from worker.cli.common import EXIT_FAILURES, EXIT_OK, on_store
+from worker.config import get_settings
+
+if TYPE_CHECKING:
+    from worker.store import AssetStore
+
+
+def worker(args: argparse.Namespace) -> int:
+    import dramatiq.cli
+
+    settings = get_settings()
+    argv = [
+        "worker.app",
+        "--processes",
+        str(args.processes or settings.processes),
+        "--threads",
+        str(args.threads or settings.threads),
+        *args.dramatiq_args,
+    ]
+    parsed = dramatiq.cli.make_argument_parser().parse_args(argv)
+    return int(dramatiq.cli.main(parsed) or 0)
+
+
+def check(args: argparse.Namespace) -> int:
+
+    import pika
+
+    from worker.errors import StoreUnavailable
+
+    settings = get_settings()
+    failures = []
+    try:
+        pika.BlockingConnection(pika.URLParameters(settings.amqp_url_with_defaults)).close()
+    except Exception as e:  # any failure to connect is the answer this command exists to give
+        failures.append(f"RabbitMQ: {e!r}")
+
+    try:
+        on_store(settings, _opened)  # opening pings
+    except StoreUnavailable as e:
+        failures.append(f"MongoDB: {e.detail}")
+    for failure in failures:
+        print(f"not ready: {failure}", file=sys.stderr)
+    if not failures:
+        print("ready: RabbitMQ and MongoDB answer")
+    return EXIT_FAILURES if failures else EXIT_OK
+
+
+async def _opened(store: AssetStore) -> None:
+    """Nothing more to do once the store is open: opening pinged it."""
