@@ -52,16 +52,16 @@ def shrink(gray: Image.Image, reducing_gap: float | None = None) -> NDArray[np.u
     if gray.mode != "L":
         raise ValueError(f"shrink takes 8-bit greyscale (L) images, not {gray.mode}")
     width, height = gray.size
+    if min(width, height) <= SIDE or not agrees_with_pillow():
+        resized = gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+        return np.asarray(resized, dtype=np.uint8)
     extent = (float(width), float(height))
     if reducing_gap is not None:
         # Pillow's resize: box-reduce by whole factors while `reducing_gap` x 32 pixels remain.
         factors = (int(width / SIDE / reducing_gap) or 1, int(height / SIDE / reducing_gap) or 1)
-        if factors != (1, 1) and min(width, height) > SIDE and agrees_with_pillow():
+        if factors != (1, 1):
             gray = gray.reduce(factors)
             extent = (width / factors[0], height / factors[1])
-    if min(gray.size) <= SIDE or not agrees_with_pillow():
-        resized = gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
-        return np.asarray(resized, dtype=np.uint8)
     return _lanczos(np.asarray(gray, dtype=np.uint8), extent)
 
 
