@@ -42,6 +42,23 @@ def _wait_port(port: int, seconds: float) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+    return total
+
+
 def end_to_end(n: int, files: list[Path], pure_rate: float) -> float:
     """Print and return uploads per second through the whole service."""
     port = _free_port()
@@ -94,10 +111,12 @@ def end_to_end(n: int, files: list[Path], pure_rate: float) -> float:
             publisher.publish(_upload(portal, "warm", files[0]))
             _wait_hashed(channel, results, portal, 1, 120)
             start = time.perf_counter()
+            cpu_before = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
             for i in range(n):
                 publisher.publish(_upload(portal, f"a{i}", files[i % len(files)]))
             _wait_hashed(channel, results, portal, n, 600)
             elapsed = time.perf_counter() - start
+            cpu_after = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
             publisher.close()
             connection.close()
         finally:
@@ -111,6 +130,16 @@ def end_to_end(n: int, files: list[Path], pure_rate: float) -> float:
         f"\n== end to end: {n} uploads of {files[0].parent.name} through RabbitMQ and "
         f"SecantusDB\n{rate:.1f} uploads/s against {pure_rate:.1f} images/s of pure hashing "
         f"on the same files and cores: {rate / pure_rate:.0%}"
+    )
+    server_cpu = cpu_after[0] - cpu_before[0]
+    worker_cpu = cpu_after[1] - cpu_before[1]
+    cores = os.cpu_count() or 1
+    print(
+        f"CPU over the {elapsed:.1f} s run ({cores} cores): database server {server_cpu:.1f} s "
+        f"({server_cpu / n * 1000:.1f} ms an upload), worker processes {worker_cpu:.1f} s "
+        f"({worker_cpu / n * 1000:.1f} ms an upload; pure hashing takes "
+        f"{cores / pure_rate * 1000:.1f} ms of CPU an image), the rest (RabbitMQ, this script, "
+        f"idle) {cores * elapsed - server_cpu - worker_cpu:.1f} s"
     )
     return rate
 
