@@ -37,6 +37,15 @@ BRUTE_FORCE_MAX = 3000
 _PROBE_BLOCK = 1 << 15
 #: Rows compared at once by brute force (bounds its memory to a few tens of MB).
 _BLOCK = 2048
+#: Columns of a several-hashes-per-asset search indexed together (see `cross_pairs`). Each
+#: indexed hash costs 12 bytes (its position and its value in bucket order) and 4 more while
+#: the index is built, so at most four columns keep a search under 100 bytes an asset on top of
+#: its inputs (86 measured at a million assets; nine columns in one index peaked at 161). More
+#: indexes mean more probes: the verified search took 3 to 17 % longer in repeated runs.
+_COLUMNS_PER_INDEX = 4
+#: The probing side is ordered by this many of its chunk's top bits: nearly the locality of a
+#: full sort, with a table of 256 KB instead of one as large as the index's.
+_PROBE_ORDER_BITS = 16
 
 
 def pairs_within(
@@ -57,7 +66,7 @@ def cross_pairs(
 
     `queries` and `hashes` describe the same assets (row i of each is asset i), e.g. the mirror
     variant of every asset against every pHash. `queries` may have several columns (several
-    hashes per asset, searched through one index); a pair close through several of them is
+    hashes per asset, indexed a few columns at a time); a pair close through several of them is
     reported once, with its smallest distance. Pairs come sorted by (i, j).
     """
     if len(hashes) < 2:
@@ -68,11 +77,12 @@ def cross_pairs(
         return _search(hashes, radius, flat.reshape(-1), threads)
     # Several hashes per asset: index them and probe with the asset hashes instead. Both ways
     # meet the same candidates, but every probe key costs a random table read per flip, and this
-    # way round there are per_asset times fewer keys (nine crop columns at a million assets:
-    # 1.45 s, against 3.35 s probing a pHash index with each column).
-    second, first, distance = _search(
-        flat.reshape(-1), radius, hashes, threads, index_share=per_asset
-    )
+    # way round there are fewer keys. At most `_COLUMNS_PER_INDEX` columns per index, spread
+    # evenly (nine crop columns: three indexes of three).
+    groups = -(-per_asset // _COLUMNS_PER_INDEX)
+    bounds = np.linspace(0, per_asset, groups + 1).round().astype(int).tolist()
+    parts = [_search(flat[:, lo:hi], radius, hashes, threads) for lo, hi in pairwise(bounds)]
+    second, first, distance = (np.concatenate(column) for column in zip(*parts, strict=True))
     if first.size == 0:
         return first, second, distance
     order = np.lexsort((distance, second, first))
@@ -86,19 +96,21 @@ def _search(
     radius: int,
     queries: NDArray[np.uint64] | None,
     threads: int,
-    index_share: int = 1,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
-    """Pairs (query position, hash position, distance), sorted. With `index_share` hashes per
-    asset in the index, hash positions are mapped to their asset (position // index_share),
-    and a query never pairs with its own asset."""
-    n = len(hashes)
+    """Pairs (query position, hash position, distance), sorted. `hashes` may have several
+    columns (an (n, k) view, indexed in place): positions are then rows, and a query never pairs
+    with its own row."""
+    table = hashes if hashes.ndim == 2 else hashes[:, None]
+    index_share = table.shape[1]
+    n = table.size
     if n < 2:
         return _empty()
     plan = _plan(n, radius, None if queries is None else len(queries))
     if plan is None:
-        first, second, distance = _brute_force(hashes, radius, queries, index_share)
+        flat = table.reshape(-1)  # a copy only for columns, and only this small
+        first, second, distance = _brute_force(flat, radius, queries, index_share)
     else:
-        first, second, distance = _multi_index(hashes, radius, plan, queries, index_share, threads)
+        first, second, distance = _multi_index(table, radius, plan, queries, threads)
     second = second // index_share
     order = np.lexsort((distance, second, first))
     return first[order], second[order], distance[order]
@@ -208,38 +220,68 @@ class _Chunk:
 
     @classmethod
     def build(
-        cls, hashes: NDArray[np.uint64], queries: NDArray[np.uint64] | None, shift: int, width: int
+        cls, table: NDArray[np.uint64], queries: NDArray[np.uint64] | None, shift: int, width: int
     ) -> _Chunk:
-        low_bits = np.uint64((1 << width) - 1)
-        keys = ((hashes >> np.uint64(shift)) & low_bits).astype(np.int32)
-        order, starts = _bucket_sort(keys, 1 << width)
-        values = hashes[order]
+        """The chunk's tables over `table` (rows x columns, entry r * columns + c), probed by
+        `queries` or, when None, by the entries themselves."""
+        keys = _chunk_keys(table, shift, width)
+        order, starts = _bucket_sort(keys, 1 << width, 0)
+        values = _gathered(table, order)
         if queries is None:
             return cls(order, values, starts, order, keys[order], values)
-        query_keys = ((queries >> np.uint64(shift)) & low_bits).astype(np.int32)
-        probe_order, _ = _bucket_sort(query_keys, 1 << width)
+        del keys  # the index keeps buckets, not keys: free them before the probing side's
+        query_keys = _chunk_keys(queries[:, None], shift, width)
+        drop = max(width - _PROBE_ORDER_BITS, 0)
+        probe_order, _ = _bucket_sort(query_keys, 1 << (width - drop), drop)
         return cls(
             order, values, starts, probe_order, query_keys[probe_order], queries[probe_order]
         )
 
 
 @compiled
+def _chunk_keys(table: NDArray[np.uint64], shift: int, width: int) -> NDArray[np.int32]:
+    """Bits shift .. shift + width of every entry, row by row (no 64-bit temporaries)."""
+    low = np.uint64((1 << width) - 1)
+    rows, columns = table.shape
+    keys = np.empty(rows * columns, np.int32)
+    for r in range(rows):
+        for c in range(columns):
+            keys[r * columns + c] = np.int32((table[r, c] >> np.uint64(shift)) & low)
+    return keys
+
+
+@compiled
+def _gathered(table: NDArray[np.uint64], order: NDArray[np.int32]) -> NDArray[np.uint64]:
+    """The entries of `table` in `order` (entry r * columns + c)."""
+    columns = table.shape[1]
+    values = np.empty(len(order), np.uint64)
+    for k in range(len(order)):
+        values[k] = table[order[k] // columns, order[k] % columns]
+    return values
+
+
+@compiled
 def _bucket_sort(
-    keys: NDArray[np.int32], buckets: int
+    keys: NDArray[np.int32], buckets: int, drop: int
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """Positions of `keys` in key order, and where each key's run starts (a counting sort: two
-    passes over the keys, where a comparison sort of millions of keys costs a second)."""
-    starts = np.zeros(buckets + 1, np.int32)
+    """Positions of `keys` in the order of `key >> drop`, and where each run starts (a counting
+    sort: two passes over the keys, where a comparison sort of millions of keys costs a second).
+
+    One table does both jobs: it counts, becomes the run ends, and the placing pass, from the
+    last key back, lowers every end to its run's start (positions stay ascending in a run).
+    """
+    table = np.zeros(buckets + 2, np.int32)
     for key in keys:
-        starts[key + 1] += 1
+        table[(key >> drop) + 1] += 1
     for b in range(buckets):
-        starts[b + 1] += starts[b]
-    fill = starts[:-1].copy()
+        table[b + 1] += table[b]
     order = np.empty(len(keys), np.int32)
-    for position, key in enumerate(keys):
-        order[fill[key]] = position
-        fill[key] += 1
-    return order, starts
+    for position in range(len(keys) - 1, -1, -1):
+        bucket = (keys[position] >> drop) + 1
+        table[bucket] -= 1
+        order[table[bucket]] = position
+    table[buckets + 1] = len(keys)
+    return order, table[1:]
 
 
 @numba.njit(inline="always")
@@ -326,40 +368,56 @@ def _grown(values: NDArray[np.int32], size: int) -> NDArray[np.int32]:
     return bigger
 
 
+def _chunk_pairs(
+    pool: ThreadPoolExecutor,
+    table: NDArray[np.uint64],
+    queries: NDArray[np.uint64] | None,
+    radius: int,
+    earlier: list[tuple[int, int]],
+    chunk_bits: tuple[int, int],
+    flips: int,
+) -> list[tuple[NDArray[np.int32], NDArray[np.int32]]]:
+    """The pairs one chunk reports (see `_probe`). A function of its own so that the chunk's
+    tables, and the probe blocks that view them, are freed before the next chunk is built:
+    two chunks alive at once were half the peak memory of a search."""
+    shift, width = chunk_bits
+    chunk = _Chunk.build(table, queries, shift, width)
+    masks = _flip_masks(width, flips)
+    earlier_shifts = np.array([s for s, _ in earlier], dtype=np.uint64)
+    earlier_masks = np.array([(1 << w) - 1 for _, w in earlier], dtype=np.uint64)
+    # The chunk's tables and the search's terms, then the probe keys a block at a time.
+    shared: tuple[Any, ...] = (masks, chunk.starts, chunk.order, chunk.values, radius)
+    shared += (table.shape[1], queries is None, earlier_shifts, earlier_masks, flips)
+    blocks = [
+        (chunk.probe_keys[part], chunk.probe_order[part], chunk.probe_values[part])
+        for lo in range(0, len(chunk.probe_keys), _PROBE_BLOCK)
+        for part in (slice(lo, lo + _PROBE_BLOCK),)
+    ]
+    return list(pool.map(partial(_probe_block, shared), blocks))
+
+
 def _multi_index(
-    hashes: NDArray[np.uint64],
+    table: NDArray[np.uint64],
     radius: int,
     chunks: list[tuple[int, int]],
     queries: NDArray[np.uint64] | None = None,
-    index_share: int = 1,
     threads: int = 1,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
-    """Pairs within `radius`: among `hashes` (i < j), or (query, hash) when `queries` is given
-    (a query never pairs with the hashes of its own asset, hash // index_share). One chunk's
-    tables at a time; its probe keys are shared between `threads` in blocks."""
+    """Pairs within `radius`: among the entries of `table` (i < j), or (query, entry) when
+    `queries` is given (a query never pairs with the entries of its own row). Entries are
+    numbered r * columns + c. One chunk's tables at a time; its probe keys are shared between
+    `threads` in blocks."""
+    index_share = table.shape[1]
     flips = radius // len(chunks)
-    probes = hashes if queries is None else queries
+    probes = table[:, 0] if queries is None else queries
     found: list[tuple[NDArray[np.int32], NDArray[np.int32]]] = []
     with ThreadPoolExecutor(threads) as pool:
         for c, (shift, width) in enumerate(chunks):
-            chunk = None  # free the previous chunk's tables before building the next
-            chunk = _Chunk.build(hashes, queries, shift, width)
-            masks = _flip_masks(width, flips)
-            earlier_shifts = np.array([s for s, _ in chunks[:c]], dtype=np.uint64)
-            earlier_masks = np.array([(1 << w) - 1 for _, w in chunks[:c]], dtype=np.uint64)
-
-            # The chunk's tables and the search's terms, then the probe keys a block at a time.
-            shared: tuple[Any, ...] = (masks, chunk.starts, chunk.order, chunk.values, radius)
-            shared += (index_share, queries is None, earlier_shifts, earlier_masks, flips)
-            blocks = [
-                (chunk.probe_keys[part], chunk.probe_order[part], chunk.probe_values[part])
-                for lo in range(0, len(chunk.probe_keys), _PROBE_BLOCK)
-                for part in (slice(lo, lo + _PROBE_BLOCK),)
-            ]
-            found += pool.map(partial(_probe_block, shared), blocks)
+            found += _chunk_pairs(pool, table, queries, radius, chunks[:c], (shift, width), flips)
     if not found:
         return _empty()
     first = np.concatenate([q for q, _ in found]).astype(np.intp)
     second = np.concatenate([h for _, h in found]).astype(np.intp)
-    distance = np.bitwise_count(probes[first] ^ hashes[second]).astype(np.int64)
+    entries = table[second // index_share, second % index_share]
+    distance = np.bitwise_count(probes[first] ^ entries).astype(np.int64)
     return first, second, distance

@@ -105,16 +105,17 @@ def test_cross_pairs_are_exactly_the_brute_force_pairs(n: int, radius: int) -> N
     assert len(found) > 0 or radius < 2
 
 
-@pytest.mark.parametrize("n", [700, BRUTE_FORCE_MAX + 1])
+@pytest.mark.parametrize(("n", "columns"), [(700, 3), (BRUTE_FORCE_MAX + 1, 3), (5000, 7)])
 def test_cross_pairs_over_several_hashes_per_asset_report_each_pair_once_at_its_closest(
-    n: int,
+    n: int, columns: int
 ) -> None:
     hashes = photo_like_hashes(n, seed=5)
     rng = np.random.default_rng(6)
-    queries = rng.integers(0, 2**64 - 1, (n, 3), dtype=np.uint64, endpoint=True)
+    queries = rng.integers(0, 2**64 - 1, (n, columns), dtype=np.uint64, endpoint=True)
     partner = (np.arange(n) * 7 + 1) % n
     queries[::5, 0] = hashes[partner[::5]] ^ np.uint64(0b11)  # 2 bits from a partner
-    queries[::5, 2] = hashes[partner[::5]]  # and the same partner exactly, in another column
+    # and the same partner exactly in a later column (with 7 columns, in another index group)
+    queries[::5, columns - 1] = hashes[partner[::5]]
     queries[1::9, 1] = hashes[1::9]  # an asset's own hash is never a pair
     first, second, distance = cross_pairs(queries, hashes, 4)
     found = list(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True))
