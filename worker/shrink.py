@@ -55,14 +55,23 @@ def shrink(gray: Image.Image, reducing_gap: float | None = None) -> NDArray[np.u
     if min(width, height) <= SIDE or not agrees_with_pillow():
         resized = gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
         return np.asarray(resized, dtype=np.uint8)
-    extent = (float(width), float(height))
+    return _lanczos(*_box_reduced(gray, reducing_gap))
+
+
+def _box_reduced(
+    gray: Image.Image, reducing_gap: float | None
+) -> tuple[NDArray[np.uint8], tuple[float, float]]:
+    """Pillow's resize up to its Lanczos passes: box-reduce by whole factors while
+    `reducing_gap` x 32 pixels remain. The pixels, and the extent (width, height) their content
+    spans in them, fractional when a factor does not divide the side."""
+    width, height = gray.size
     if reducing_gap is not None:
-        # Pillow's resize: box-reduce by whole factors while `reducing_gap` x 32 pixels remain.
         factors = (int(width / SIDE / reducing_gap) or 1, int(height / SIDE / reducing_gap) or 1)
         if factors != (1, 1):
-            gray = gray.reduce(factors)
+            reduced = gray.reduce(factors)
             extent = (width / factors[0], height / factors[1])
-    return _lanczos(np.asarray(gray, dtype=np.uint8), extent)
+            return np.asarray(reduced, dtype=np.uint8), extent
+    return np.asarray(gray, dtype=np.uint8), (float(width), float(height))
 
 
 @cache
@@ -79,9 +88,7 @@ def agrees_with_pillow() -> bool:
     ):
         image = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8), "L")
         pillow = np.asarray(image.resize((SIDE, SIDE), Image.Resampling.LANCZOS, None, gap))
-        factors = (int(width / SIDE / gap), int(height / SIDE / gap)) if gap else (1, 1)
-        reduced = image.reduce(factors) if gap else image
-        ours = _lanczos(np.asarray(reduced), (width / factors[0], height / factors[1]))
+        ours = _lanczos(*_box_reduced(image, gap))
         if not np.array_equal(ours, pillow):
             log.warning(
                 "the compiled 32 x 32 shrink differs from this Pillow's (%s) on a %d x %d probe; "
@@ -103,25 +110,20 @@ def _lanczos(pixels: NDArray[np.uint8], extent: tuple[float, float]) -> NDArray[
     """Two Lanczos passes over `pixels` (height x width) whose content spans `extent` (width,
     height; the whole image unless a box reduction rounded its size up)."""
     height, width = pixels.shape
-    across, across_bounds = _coefficients(width, extent[0])
-    down, down_bounds = _coefficients(height, extent[1])
-    out = np.empty((SIDE, SIDE), np.uint8)
-    if 2 * width <= height + SIDE - 1:  # Pillow goes vertically first: rows are contiguous
-        columns = np.empty((SIDE, width), np.uint8)
-        _rows_pass(pixels, down, down_bounds, columns)
-        _small_pass(columns, across, across_bounds, out)
-        return out
-    # Horizontally first, over the rows the vertical pass will read. Transposed, the horizontal
-    # pass also runs along contiguous memory; the small second pass writes the output transposed.
-    first = int(down_bounds[0, 0])
-    last = int(down_bounds[-1, 0] + down_bounds[-1, 1])
-    transposed = np.ascontiguousarray(pixels[first:last].T)
-    rows = np.empty((SIDE, last - first), np.uint8)
-    _rows_pass(transposed, across, across_bounds, rows)
-    shifted = down_bounds.copy()
+    across = _coefficients(width, extent[0])
+    down = _coefficients(height, extent[1])
+    # Each pass runs along contiguous rows, so the second one reads the first's output
+    # transposed. Vertically first (Pillow's order for tall images): the rows of the image.
+    if 2 * width <= height + SIDE - 1:
+        columns = _rows_pass(pixels, *down)
+        return np.ascontiguousarray(_rows_pass(np.ascontiguousarray(columns.T), *across).T)
+    # Horizontally first, over the rows the vertical pass will read, transposed.
+    weights, bounds = down
+    first, last = int(bounds[0, 0]), int(bounds[-1, 0] + bounds[-1, 1])
+    rows = _rows_pass(np.ascontiguousarray(pixels[first:last].T), *across)
+    shifted = bounds.copy()
     shifted[:, 0] -= first
-    _small_pass(rows, down, shifted, out)
-    return np.ascontiguousarray(out.T)
+    return _rows_pass(np.ascontiguousarray(rows.T), weights, shifted)
 
 
 @lru_cache(maxsize=1024)
@@ -180,18 +182,16 @@ def _clip8(total: int) -> int:
 
 @compiled
 def _rows_pass(
-    source: NDArray[np.uint8],
-    weights: NDArray[np.int32],
-    bounds: NDArray[np.int32],
-    out: NDArray[np.uint8],
-) -> None:
-    """out[i] = clip8(sum over taps t of weights[i, t] * source[bounds[i, 0] + t]), a whole
-    row at a time, so the innermost loop is a vectorised multiply-add along the row.
+    source: NDArray[np.uint8], weights: NDArray[np.int32], bounds: NDArray[np.int32]
+) -> NDArray[np.uint8]:
+    """Row i of the result is clip8(sum over taps t of weights[i, t] * source[bounds[i, 0] + t]),
+    a whole row at a time, so the innermost loop is a vectorised multiply-add along the row.
 
     The 32-bit accumulator is Pillow's; its sums never overflow (that is what the two spare
     bits of its precision are for), so 32-bit lanes give exactly Pillow's totals.
     """
     width = source.shape[1]
+    out = np.empty((weights.shape[0], width), np.uint8)
     total = np.empty(width, np.int32)
     for i in range(weights.shape[0]):
         first = bounds[i, 0]
@@ -203,21 +203,4 @@ def _rows_pass(
                 total[x] = np.int32(total[x] + np.int32(row[x]) * weight)
         for x in range(width):
             out[i, x] = _clip8(total[x])
-
-
-@compiled
-def _small_pass(
-    source: NDArray[np.uint8],
-    weights: NDArray[np.int32],
-    bounds: NDArray[np.int32],
-    out: NDArray[np.uint8],
-) -> None:
-    """out[y, j] = clip8(sum over taps t of weights[j, t] * source[y, bounds[j, 0] + t]): the
-    second pass, over 32 rows only."""
-    for y in range(source.shape[0]):
-        for j in range(weights.shape[0]):
-            first = bounds[j, 0]
-            total = _HALF
-            for t in range(bounds[j, 1]):
-                total += np.int32(source[y, first + t]) * weights[j, t]
-            out[y, j] = _clip8(total)
+    return out
