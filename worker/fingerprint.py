@@ -108,7 +108,7 @@ def fingerprint(small: NDArray[np.uint8]) -> Fingerprint:
         variants=(texts[1], texts[2], texts[3], texts[4]),
         centre=texts[5],
         crops=tuple(texts[6:]),
-        signature=small.astype(np.uint8, copy=False).tobytes(),
+        signature=small.tobytes(),
         detail=detail_of(pixels),
     )
 
