@@ -183,8 +183,7 @@ def main() -> None:
     inputs = hashes.nbytes + order.nbytes
     print(
         f"memory: inputs {inputs / n:.0f} bytes per asset, search peak {peak / n:.0f} bytes per "
-        "asset on top (NumPy allocations, tracemalloc; the compiled probe's own buffers hold "
-        "only the pairs found)"
+        "asset on top (tracemalloc, which counts NumPy's allocations and the compiled loops')"
     )
 
     if args.verified:
