@@ -38,11 +38,10 @@ _PROBE_BLOCK = 1 << 15
 #: Rows compared at once by brute force (bounds its memory to a few tens of MB).
 _BLOCK = 2048
 #: Columns of a several-hashes-per-asset search indexed together (see `cross_pairs`). Each
-#: indexed hash costs 12 bytes (its position and its value in bucket order) and 4 more while
-#: the index is built, so at most four columns keep a search under 100 bytes an asset on top of
-#: its inputs (86 measured at a million assets; nine columns in one index peaked at 161). More
-#: indexes mean more probes: the verified search took 3 to 17 % longer in repeated runs.
-_COLUMNS_PER_INDEX = 4
+#: indexed hash costs 8 bytes (its position and 32 of its bits, in bucket order), so five
+#: columns keep a search under 100 bytes an asset on top of its inputs (76 measured at a
+#: million assets; nine columns in one index peaked at 102). More indexes mean more probes.
+_COLUMNS_PER_INDEX = 5
 #: The probing side is ordered by this many of its chunk's top bits: nearly the locality of a
 #: full sort, with a table of 256 KB instead of one as large as the index's.
 _PROBE_ORDER_BITS = 16
@@ -125,7 +124,8 @@ def compile_ahead() -> None:
     `worker.compiled.compile_ahead`, which also compiles the others)."""
     hashes = np.random.default_rng(0).integers(0, 2**63, BRUTE_FORCE_MAX + 1).astype(np.uint64)
     pairs_within(hashes, 4)
-    cross_pairs(np.stack([hashes, hashes], axis=1), hashes, 4)
+    # More columns than one index takes: the column groups are strided views, as in a search.
+    cross_pairs(np.stack([hashes] * (_COLUMNS_PER_INDEX + 1), axis=1), hashes, 4)
 
 
 def _plan(n: int, radius: int, probes: int | None = None) -> list[tuple[int, int]] | None:
@@ -211,12 +211,13 @@ class _Chunk:
     """
 
     order: NDArray[np.int32]
-    values: NDArray[np.uint64]
-    """The hashes in bucket order: checking a bucket reads memory in sequence."""
+    values: NDArray[np.uint32]
+    """32 bits of each hash (see `_bits`) in bucket order: checking a bucket reads memory
+    in sequence, and the full hash is read only for the few that pass on these bits."""
     starts: NDArray[np.int32]
     probe_order: NDArray[np.int32]
     probe_keys: NDArray[np.int32]
-    probe_values: NDArray[np.uint64]
+    probe_values: NDArray[np.uint32]
 
     @classmethod
     def build(
@@ -224,70 +225,89 @@ class _Chunk:
     ) -> _Chunk:
         """The chunk's tables over `table` (rows x columns, entry r * columns + c), probed by
         `queries` or, when None, by the entries themselves."""
-        keys = _chunk_keys(table, shift, width)
-        order, starts = _bucket_sort(keys, 1 << width, 0)
-        values = _gathered(table, order)
+        order, starts = _bucket_sort(table, shift, width, 0)
+        values = _bits(table, order, shift + width, 32)
         if queries is None:
-            return cls(order, values, starts, order, keys[order], values)
-        del keys  # the index keeps buckets, not keys: free them before the probing side's
-        query_keys = _chunk_keys(queries[:, None], shift, width)
-        drop = max(width - _PROBE_ORDER_BITS, 0)
-        probe_order, _ = _bucket_sort(query_keys, 1 << (width - drop), drop)
+            keys = _bits(table, order, shift, width).view(np.int32)
+            return cls(order, values, starts, order, keys, values)
+        probing = queries[:, None]
+        probe_order, _ = _bucket_sort(probing, shift, width, max(width - _PROBE_ORDER_BITS, 0))
+        keys = _bits(probing, probe_order, shift, width).view(np.int32)
         return cls(
-            order, values, starts, probe_order, query_keys[probe_order], queries[probe_order]
+            order, values, starts, probe_order, keys, _bits(probing, probe_order, shift + width, 32)
         )
 
 
 @compiled
-def _chunk_keys(table: NDArray[np.uint64], shift: int, width: int) -> NDArray[np.int32]:
-    """Bits shift .. shift + width of every entry, row by row (no 64-bit temporaries)."""
-    low = np.uint64((1 << width) - 1)
-    rows, columns = table.shape
-    keys = np.empty(rows * columns, np.int32)
-    for r in range(rows):
-        for c in range(columns):
-            keys[r * columns + c] = np.int32((table[r, c] >> np.uint64(shift)) & low)
-    return keys
+def _bits(
+    table: NDArray[np.uint64], order: NDArray[np.int32], skip: int, width: int
+) -> NDArray[np.uint32]:
+    """`width` (at most 32) bits after the first `skip` of the entries of `table` (entry
+    r * columns + c; bits counted cyclically from the lowest), in `order`: a chunk's keys, or
+    the 32 bits that follow the chunk.
 
-
-@compiled
-def _gathered(table: NDArray[np.uint64], order: NDArray[np.int32]) -> NDArray[np.uint64]:
-    """The entries of `table` in `order` (entry r * columns + c).
-
-    Unsigned division: Python's floor division of signed numbers took twice as long as the
-    random reads themselves (68 against 29 ms for three million entries).
+    Those 32 bits are what an index keeps of each hash: the chunk's key does not hold them
+    (chunks are at most 24 bits wide), and two hashes more than the radius apart on them are
+    further apart in full. So the probe rejects almost every hash of a bucket on four bytes,
+    which halves what an indexed hash costs in memory and in cache.
     """
     columns = np.uint32(table.shape[1])
-    values = np.empty(len(order), np.uint64)
+    low = np.uint64((1 << width) - 1)
+    bits = np.empty(len(order), np.uint32)
     for k in range(len(order)):
-        entry = np.uint32(order[k])
-        row = entry // columns
-        values[k] = table[row, entry - row * columns]
-    return values
+        bits[k] = np.uint32(_rotated(_entry(table, order[k], columns), skip) & low)
+    return bits
+
+
+@numba.njit(inline="always")
+def _entry(table: NDArray[np.uint64], entry: np.int32, columns: np.uint32) -> np.uint64:
+    # Unsigned division: Python's floor division of signed numbers took twice as long as the
+    # random read of the entry (68 against 29 ms for three million entries).
+    position = np.uint32(entry)
+    row = position // columns
+    return table[row, position - row * columns]
+
+
+@numba.njit(inline="always")
+def _rotated(value: np.uint64, skip: int) -> np.uint64:
+    """`value` rotated right by `skip` bits."""
+    skip %= 64
+    if skip == 0:
+        return value
+    return (value >> np.uint64(skip)) | (value << np.uint64(64 - skip))
 
 
 @compiled
 def _bucket_sort(
-    keys: NDArray[np.int32], buckets: int, drop: int
+    table: NDArray[np.uint64], shift: int, width: int, drop: int
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """Positions of `keys` in the order of `key >> drop`, and where each run starts (a counting
-    sort: two passes over the keys, where a comparison sort of millions of keys costs a second).
+    """The entries of `table` (entry r * columns + c) in the order of their chunk key (bits
+    shift .. shift + width) without its lowest `drop` bits, and where each run starts.
 
-    One table does both jobs: it counts, becomes the run ends, and the placing pass, from the
-    last key back, lowers every end to its run's start (positions stay ascending in a run).
+    A counting sort: two passes over the entries, where a comparison sort of millions of keys
+    costs a second. The keys are computed in each pass rather than kept (four bytes an entry
+    at the peak of a search). One table does both jobs: it counts, becomes the run ends, and
+    the placing pass, from the last entry back, lowers every end to its run's start (entries
+    stay ascending in a run).
     """
-    table = np.zeros(buckets + 2, np.int32)
-    for key in keys:
-        table[(key >> drop) + 1] += 1
+    buckets = 1 << (width - drop)
+    low = np.uint64((1 << width) - 1)
+    at, below = np.uint64(shift), np.uint64(drop)
+    rows, columns = table.shape
+    runs = np.zeros(buckets + 2, np.int32)
+    for r in range(rows):
+        for c in range(columns):
+            runs[(((table[r, c] >> at) & low) >> below) + 1] += 1
     for b in range(buckets):
-        table[b + 1] += table[b]
-    order = np.empty(len(keys), np.int32)
-    for position in range(len(keys) - 1, -1, -1):
-        bucket = (keys[position] >> drop) + 1
-        table[bucket] -= 1
-        order[table[bucket]] = position
-    table[buckets + 1] = len(keys)
-    return order, table[1:]
+        runs[b + 1] += runs[b]
+    order = np.empty(rows * columns, np.int32)
+    for r in range(rows - 1, -1, -1):
+        for c in range(columns - 1, -1, -1):
+            bucket = (((table[r, c] >> at) & low) >> below) + 1
+            runs[bucket] -= 1
+            order[runs[bucket]] = r * columns + c
+    runs[buckets + 1] = rows * columns
+    return order, runs[1:]
 
 
 @numba.njit(inline="always")
@@ -303,13 +323,14 @@ def _popcount(x: np.uint64) -> np.uint64:
 def _probe(
     probe_keys: NDArray[np.int32],
     probe_order: NDArray[np.int32],
-    probe_values: NDArray[np.uint64],
+    probe_values: NDArray[np.uint32],
     masks: NDArray[np.int32],
     starts: NDArray[np.int32],
     order: NDArray[np.int32],
-    values: NDArray[np.uint64],
+    values: NDArray[np.uint32],
+    table: NDArray[np.uint64],
+    probes: NDArray[np.uint64],
     radius: int,
-    index_share: int,
     self_join: bool,
     earlier_shifts: NDArray[np.uint64],
     earlier_masks: NDArray[np.uint64],
@@ -318,15 +339,18 @@ def _probe(
     """Close (probe, hash) pairs sharing a chunk value up to one of `masks` flips.
 
     One compiled loop per probe key and flip: the bucket's hashes are checked in place, so no
-    candidate list is ever materialised. A pair that some earlier chunk (`earlier_shifts`,
-    `earlier_masks`) also holds within `flips` bits was reported by that chunk's pass, so it is
-    skipped here: every pair comes out once, with no de-duplication afterwards.
+    candidate list is ever materialised. They are checked on 32 bits first (`_bits`); the
+    full hashes (`table`, and `probes` by probe position) are read only for those that pass.
+    A pair that some earlier chunk (`earlier_shifts`, `earlier_masks`) also holds within
+    `flips` bits was reported by that chunk's pass, so it is skipped here: every pair comes out
+    once, with no de-duplication afterwards.
     """
     size = 1024
     out_probe = np.empty(size, np.int32)
     out_hash = np.empty(size, np.int32)
     found = 0
     last = len(values) - 1
+    index_share = np.uint32(table.shape[1])
     for mask in masks:
         for p in range(len(probe_keys)):
             key = probe_keys[p] ^ mask
@@ -335,19 +359,21 @@ def _probe(
             # Most buckets hold no hash or one, at random: branching on that mispredicts about
             # every other probe. So the first slot is checked without asking (its index clamped
             # for an empty last bucket), and the loop starts past it unless it is close.
-            close = _popcount(value ^ values[min(lo, last)]) <= radius
+            close = _popcount(np.uint64(value ^ values[min(lo, last)])) <= radius
             if not ((lo < hi) & close):
                 lo += 1
             query = probe_order[p]
             for slot in range(lo, hi):
-                diff = value ^ values[slot]
-                if _popcount(diff) > radius:
+                if _popcount(np.uint64(value ^ values[slot])) > radius:
                     continue
                 candidate = order[slot]
                 if self_join:
                     if query >= candidate:
                         continue
-                elif query == candidate // index_share:
+                elif query == np.uint32(candidate) // index_share:
+                    continue
+                diff = probes[query] ^ _entry(table, candidate, index_share)
+                if _popcount(diff) > radius:
                     continue
                 seen = False
                 for e in range(len(earlier_shifts)):
@@ -367,7 +393,7 @@ def _probe(
 
 
 def _probe_block(
-    shared: tuple[Any, ...], block: tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.uint64]]
+    shared: tuple[Any, ...], block: tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.uint32]]
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
     return _probe(*block, *shared)
 
@@ -397,8 +423,9 @@ def _chunk_pairs(
     earlier_shifts = np.array([s for s, _ in earlier], dtype=np.uint64)
     earlier_masks = np.array([(1 << w) - 1 for _, w in earlier], dtype=np.uint64)
     # The chunk's tables and the search's terms, then the probe keys a block at a time.
-    shared: tuple[Any, ...] = (masks, chunk.starts, chunk.order, chunk.values, radius)
-    shared += (table.shape[1], queries is None, earlier_shifts, earlier_masks, flips)
+    probes = table[:, 0] if queries is None else queries
+    shared: tuple[Any, ...] = (masks, chunk.starts, chunk.order, chunk.values, table, probes)
+    shared += (radius, queries is None, earlier_shifts, earlier_masks, flips)
     blocks = [
         (chunk.probe_keys[part], chunk.probe_order[part], chunk.probe_values[part])
         for lo in range(0, len(chunk.probe_keys), _PROBE_BLOCK)
