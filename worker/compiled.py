@@ -22,7 +22,7 @@ def compiled(function: Callable[..., Any]) -> Any:
 
 
 def compile_ahead() -> None:
-    """Compile every loop now rather than in the first search or upload (about 4 s).
+    """Compile every loop now rather than in the first search or upload (about 6 s).
 
     Numba keeps the machine code in its cache directory (`NUMBA_CACHE_DIR`, else next to the
     source or in the user's cache), so an image build or a deployment step can pay this once.

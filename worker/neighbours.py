@@ -125,7 +125,7 @@ def _empty() -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
 
 
 def compile_ahead() -> None:
-    """Compile the index's loops now rather than in the first search (about 3 s; see
+    """Compile the index's loops now rather than in the first search (a few seconds; see
     `worker.compiled.compile_ahead`, which also compiles the others)."""
     hashes = np.random.default_rng(0).integers(0, 2**63, BRUTE_FORCE_MAX + 1).astype(np.uint64)
     pairs_within(hashes, 4)
