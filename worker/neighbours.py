@@ -341,8 +341,8 @@ def _probe(
     earlier_shifts: NDArray[np.uint64],
     earlier_masks: NDArray[np.uint64],
     flips: int,
-) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """Close (probe, hash) pairs sharing a chunk value up to one of `masks` flips.
+) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.int32]]:
+    """Close (probe, hash, distance) pairs sharing a chunk value up to one of `masks` flips.
 
     One compiled loop per probe key and flip: the bucket's hashes are checked in place, so no
     candidate list is ever materialised. They are checked on 32 bits first (`_bits`); the
@@ -355,6 +355,7 @@ def _probe(
     size = 1024
     out_probe = np.empty(size, np.int32)
     out_hash = np.empty(size, np.int32)
+    out_distance = np.empty(size, np.int32)
     found = 0
     last = len(values) - 1
     index_share = np.uint32(table.shape[1])
@@ -382,7 +383,8 @@ def _probe(
                 elif query == np.uint32(candidate) // index_share:
                     continue
                 diff = probes[query] ^ _entry(table, candidate, index_share)
-                if _popcount(diff) > radius:
+                distance = _popcount(diff)
+                if distance > radius:
                     continue
                 seen = False
                 for e in range(len(earlier_shifts)):
@@ -395,15 +397,17 @@ def _probe(
                     size *= 2
                     out_probe = _grown(out_probe, size)
                     out_hash = _grown(out_hash, size)
+                    out_distance = _grown(out_distance, size)
                 out_probe[found] = query
                 out_hash[found] = candidate
+                out_distance[found] = distance
                 found += 1
-    return out_probe[:found], out_hash[:found]
+    return out_probe[:found], out_hash[:found], out_distance[:found]
 
 
 def _probe_block(
     shared: tuple[Any, ...], block: tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.uint32]]
-) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.int32]]:
     return _probe(*block, *shared)
 
 
@@ -422,7 +426,7 @@ def _chunk_pairs(
     earlier: list[tuple[int, int]],
     chunk_bits: tuple[int, int],
     flips: int,
-) -> list[tuple[NDArray[np.int32], NDArray[np.int32]]]:
+) -> list[tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.int32]]]:
     """The pairs one chunk reports (see `_probe`). A function of its own so that the chunk's
     tables, and the probe blocks that view them, are freed before the next chunk is built:
     two chunks alive at once were half the peak memory of a search."""
@@ -456,17 +460,12 @@ def _multi_index(
     `queries` is given (a query never pairs with the entries of its own row). Entries are
     numbered r * columns + c. One chunk's tables at a time; its probe keys are shared between
     `threads` in blocks."""
-    index_share = table.shape[1]
     flips = radius // len(chunks)
-    probes = table[:, 0] if queries is None else queries
-    found: list[tuple[NDArray[np.int32], NDArray[np.int32]]] = []
+    found: list[tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.int32]]] = []
     with ThreadPoolExecutor(threads) as pool:
         for c, (shift, width) in enumerate(chunks):
             found += _chunk_pairs(pool, table, queries, radius, chunks[:c], (shift, width), flips)
     if not found:
         return _empty()
-    first = np.concatenate([q for q, _ in found]).astype(np.intp)
-    second = np.concatenate([h for _, h in found]).astype(np.intp)
-    entries = table[second // index_share, second % index_share]
-    distance = np.bitwise_count(probes[first] ^ entries).astype(np.int64)
-    return first, second, distance
+    first, second, distance = (np.concatenate(column) for column in zip(*found, strict=True))
+    return first.astype(np.intp), second.astype(np.intp), distance.astype(np.int64)
