@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +24,8 @@ class ScriptedSource:
         #: this long instead of an error: a source that hangs.
         self.trickle_s = trickle_s
         self.requests = 0
+        #: The Host header of every request answered with the body or a status.
+        self.hosts: list[str] = []
         self._lock = threading.Lock()
 
     def answer(self) -> tuple[int, bytes]:
@@ -33,8 +37,8 @@ class ScriptedSource:
 
 
 @contextmanager
-def serve(source: ScriptedSource) -> Iterator[str]:
-    """Run the source on a free loopback port; yields its base URL."""
+def serve(source: ScriptedSource, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run the source on a free port of a loopback address; yields its base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -52,6 +56,7 @@ def serve(source: ScriptedSource) -> Iterator[str]:
                         return  # the worker gave up on us
                     time.sleep(0.5)
                 return
+            source.hosts.append(self.headers.get("Host", ""))
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -60,11 +65,46 @@ def serve(source: ScriptedSource) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serve_raw(script: Callable[[socket.socket], None], *, seconds: float = 10.0) -> Iterator[str]:
+    """A loopback TCP server that reads one request and then runs `script` on the connection,
+    for peers no HTTP library would write (headers a line every few seconds, endless trailers).
+    Every connection is closed after `seconds` at the latest; yields the base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def one(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(seconds)
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                script(conn)
+
+    def accept() -> None:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.sources import ScriptedSource, serve
+from tests.sources import ScriptedSource, serve, serve_raw
 from worker.errors import SourceNotFound, SourceRefused, SourceUnavailable, TooLarge
 from worker.fetching import FetchLimits, fetch
 
@@ -125,3 +131,191 @@ def test_redirects_are_checked_too() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ----- a fetch can never hang a thread, nor read what it may not ---------------------------------
+
+
+def _within(seconds: float, call: Callable[[], object]) -> BaseException | object:
+    """Run `call` on a thread; fail the test if it has not returned within `seconds`."""
+    outcome: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as e:  # handed to the test, which checks its type
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the fetch still runs after {seconds} s"
+    return outcome[0]
+
+
+def test_fifos_sockets_and_devices_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    unix = tmp_path / "socket.jpg"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(unix))
+    limits = FetchLimits(1000, 2, 1, roots=(tmp_path.resolve(),))
+    try:
+        for path, kind in ((fifo, "FIFO"), (unix, "")):
+            error = _within(2, lambda p=path: fetch(str(p), limits))  # type: ignore[misc]
+            assert isinstance(error, SourceRefused), error
+            assert kind in error.detail
+        error = _within(2, lambda: fetch("/dev/zero", LIMITS))
+        assert isinstance(error, SourceRefused)
+        assert "character device" in error.detail
+    finally:
+        listener.close()
+
+
+def test_a_link_swapped_after_the_check_cannot_lead_outside_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "assets"
+    root.mkdir()
+    (root / "inside.jpg").write_bytes(b"inside")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"secret")
+    swap = root / "swap.jpg"
+    swap.symlink_to(root / "inside.jpg")
+    real_open = os.open
+
+    def open_after_a_swap(path: Any, flags: int, *args: Any) -> int:
+        # The race, made certain: the name passed the root check, then the link moves out.
+        if Path(path) == swap:
+            swap.unlink()
+            swap.symlink_to(secret)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_after_a_swap)
+    with pytest.raises(SourceRefused, match="outside the configured source roots"):
+        fetch(str(swap), FetchLimits(1000, 2, 1, roots=(root.resolve(),)))
+
+
+def _slow_headers(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    while True:
+        conn.sendall(b"X-Wait: 1\r\n")
+        time.sleep(0.3)
+
+
+def _endless_trailers(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n")
+    while True:
+        conn.sendall(b"X-Trailer: 1\r\n")
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("script", [_slow_headers, _endless_trailers])
+def test_the_fetch_deadline_is_a_wall_no_server_can_stretch(
+    script: Callable[[socket.socket], None],
+) -> None:
+    limits = FetchLimits(1000, timeout_s=1.5, connect_timeout_s=1)
+    with serve_raw(script, seconds=8) as base:
+        started = time.monotonic()
+        error = _within(4, lambda: fetch(base + "/x.png", limits))
+    assert isinstance(error, SourceUnavailable), error
+    assert "longer than 1.5 s" in error.detail
+    assert time.monotonic() - started < 3
+
+
+class _NoTraffic:
+    """Stands in for `socket.create_connection`: any connection attempt fails the test."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a connection was attempted: {args}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::ffff:169.254.169.254]/latest/",
+        "http://[::ffff:a9fe:a9fe]/latest/",
+        "http://[::a9fe:a9fe]/latest/",
+        "http://[64:ff9b::a9fe:a9fe]/latest/",
+        "http://[2002:a9fe:a9fe::1]/latest/",
+        "http://[fd00:ec2::254]/latest/",
+        "http://[fe80::1]/latest/",
+        "http://100.100.100.200/latest/",
+        "http://192.0.0.192/opc/v2/",
+        "http://168.63.129.16/machine",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://METADATA.Google.Internal./computeMetadata/v1/",
+        "http://metadata.goog/computeMetadata/v1/",
+        "http://metadata%2egoogle%2einternal/computeMetadata/v1/",
+    ],
+)
+def test_metadata_addresses_are_refused_in_every_form(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "create_connection", _NoTraffic())
+    anything = FetchLimits(1000, 2, 1, hosts=("0.0.0.0/0", "::/0", "metadata.google.internal"))
+    for limits in (LIMITS, anything):
+        with pytest.raises(SourceRefused):
+            fetch(url, limits)
+
+
+@pytest.mark.parametrize(
+    "answer", ["::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "fd00:ec2::254", "169.254.170.2"]
+)
+def test_names_resolving_to_metadata_addresses_are_refused(
+    answer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "create_connection", _NoTraffic())
+    limits = FetchLimits(1000, 2, 1, resolve=lambda host, port: ["127.0.0.2", answer])
+    with pytest.raises(SourceRefused, match="never fetches"):
+        fetch("http://images.test/x.png", limits)
+
+
+def test_embedded_ipv4_forms_are_checked_against_the_hosts_list() -> None:
+    body = b"y" * 10
+    source = ScriptedSource(body)
+    with serve(source, host="127.0.0.2") as base:
+        port = base.rsplit(":", 1)[1]
+        only_2 = FetchLimits(1000, 2, 1, hosts=("127.0.0.2",))
+        with pytest.raises(SourceRefused, match="not among the configured source hosts"):
+            fetch(f"http://[::ffff:127.0.0.3]:{port}/x", only_2)
+        assert fetch(f"http://[::ffff:127.0.0.2]:{port}/x", only_2) == body
+
+
+def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to() -> None:
+    body = b"z" * 10
+    source = ScriptedSource(body)
+    lookups: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        # First answer: an allowed address; any later one would point at the metadata service.
+        lookups.append(host)
+        return ["127.0.0.2"] if len(lookups) == 1 else ["169.254.169.254"]
+
+    with serve(source, host="127.0.0.2") as base:
+        port = base.rsplit(":", 1)[1]
+        limits = FetchLimits(1000, 2, 1, hosts=("127.0.0.0/8",), resolve=rebinding)
+        assert fetch(f"http://images.test:{port}/x.png", limits) == body
+    assert lookups == ["images.test"]
+    assert source.hosts == [f"images.test:{port}"]  # the name is still the one asked for
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("/" + "a" * 5000 + ".jpg", "too long"),
+        ("/tmp/a\x00b.jpg", "NUL"),
+        ("file:///tmp/a%00b.jpg", "NUL"),
+        ("http://user:secret@127.0.0.1:9/x.png", "credentials"),
+        ("http://127.0.0.1:99999/x.png", "malformed URL"),
+        ("http://" + "a" * 300 + ".test/x.png", "not a valid host name"),
+    ],
+)
+def test_permanent_faults_are_refused_at_once(
+    source: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "create_connection", _NoTraffic())
+    started = time.monotonic()
+    with pytest.raises(SourceRefused, match=why):
+        fetch(source, LIMITS)
+    assert time.monotonic() - started < 0.5
