@@ -39,8 +39,10 @@ class AssetHashed(Event):
 
 
 FailureReason = str
-"""A stable machine code: `invalid_message`, `source_not_found`, `source_unreadable`,
-`unreadable_image`, `unsupported_format`, `too_large`, `asset_deleted`, `fetch_failed`."""
+"""A stable machine code: `invalid_message`, `source_not_found`, `source_refused`,
+`source_unavailable`, `store_unavailable`, `publish_failed`, `unreadable_image`,
+`unsupported_format`, `too_large`, `asset_deleted`, `internal_error` (an unforeseen fault that
+outlasted every retry; `detail` names it)."""
 
 
 class AssetFailed(Event):
@@ -134,7 +136,8 @@ class RequestFailed(Event):
     portal_id: str
     """The tenant."""
     reason: str
-    """Stable machine code, e.g. `invalid_message`."""
+    """Stable machine code: `invalid_message`, `store_unavailable`, `publish_failed`,
+    `internal_error` (an unforeseen fault that outlasted every retry)."""
     detail: str
     """Human-readable explanation."""
 
@@ -190,7 +193,8 @@ class CommandRejected(Event):
     portal_id: str
     """The tenant."""
     reason: str
-    """Stable machine code: `invalid_message`, `asset_not_found`, `original_not_found`."""
+    """Stable machine code: `invalid_message`, `asset_not_found`, `original_not_found`,
+    `store_unavailable`, `publish_failed`, `internal_error`."""
     detail: str
     """Human-readable explanation."""
 

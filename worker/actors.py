@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 from pydantic import ValidationError
 
 from schemas.contract import ACTORS, BACKFILL_ROUTE, ActorRoute
@@ -175,20 +176,29 @@ def _contract_actor(
 
             try:
                 _loop().run_coroutine(in_context())
-            except TransientError as e:
+            except PermanentError:
+                raise  # its outcome was published where it was raised
+            except (Exception, TimeLimitExceeded) as e:
+                # Transient faults are expected; anything else (a bug, a time limit, a driver
+                # error nobody foresaw) is retried alike, and the portal hears of it at the end.
+                reason, detail = (
+                    (e.reason, e.detail)
+                    if isinstance(e, TransientError)
+                    else ("internal_error", _short(e))
+                )
                 log.warning(
                     "%s message %s, attempt %d of %d: %s",
                     route.actor_name,
                     delivery.message_id,
                     attempt + 1,
                     settings.max_retries + 1,
-                    e.detail,
+                    detail,
                 )
                 if attempt >= settings.max_retries:  # the last attempt: it goes to the XQ now
                     ids = {name: getattr(payload, name) for name in id_fields}
                     if isinstance(payload, AssetUploaded):
-                        _try_mark_failed(payload, e)
-                    runtime.publisher.publish_blocking(failure_event(ids, e.reason, e.detail))
+                        _try_mark_failed(payload, reason, detail)
+                    runtime.publisher.publish_blocking(failure_event(ids, reason, detail))
                 raise
 
         run.__name__ = route.actor_name
@@ -207,14 +217,23 @@ def _contract_actor(
     return decorator
 
 
-def _try_mark_failed(upload: AssetUploaded, error: TransientError) -> None:
+def _try_mark_failed(upload: AssetUploaded, reason: str, detail: str) -> None:
     """Best effort: the fault may be the database itself, and the message is kept anyway."""
     try:
-        _loop().run_coroutine(
-            resources.runtime.store.mark_failed(upload, error.reason, error.detail)
-        )
-    except TransientError:
+        _loop().run_coroutine(resources.runtime.store.mark_failed(upload, reason, detail))
+    except Exception:  # whatever kept the upload from its hash may keep this write too
         log.warning("could not mark %s/%s failed", upload.portal_id, upload.asset_id)
+
+
+#: How much of an unforeseen error's text reaches a failure event.
+DETAIL_CHARS = 300
+
+
+def _short(error: BaseException) -> str:
+    """An unforeseen error in one short line, for a failure event's `detail`."""
+    text = " ".join(str(error).split())
+    detail = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return detail if len(detail) <= DETAIL_CHARS else detail[: DETAIL_CHARS - 3] + "..."
 
 
 def _loop() -> Any:
@@ -405,26 +424,24 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
         ),
     )
     groups = pages.bank_order(candidates, found, request.sort)
-    size = rt.settings.page_size
     total = len(groups)
-    count = pages.page_count(total, size)
-    for page in range(1, count + 1):
-        chunk = groups[(page - 1) * size : page * size]
-        docs = await rt.store.members(
-            request.portal_id, pages.member_ids(chunk, candidates.asset_ids)
-        )
+    layout, kept = await _page_layout(rt, request.portal_id, groups, candidates.asset_ids)
+    for page, parts in enumerate(layout, start=1):
+        ids = pages.member_ids(groups, candidates.asset_ids, parts)
+        docs = kept if kept is not None else await rt.store.members(request.portal_id, ids)
         await rt.publisher.publish(
             pages.build_page(
                 request_id=request.request_id,
                 portal_id=request.portal_id,
                 match=rule,
                 max_distance=max_distance if rule == "phash" else None,
-                groups=chunk,
+                groups=groups,
                 asset_ids=candidates.asset_ids,
                 docs=docs,
                 total_sets=total,
                 page=page,
-                pages=count,
+                pages=len(layout),
+                parts=parts,
             )
         )
     SEARCH_SECONDS.observe(time.perf_counter() - started)
@@ -438,6 +455,33 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
         len(candidates.asset_ids),
         delivery.message_id,
     )
+
+
+#: Member documents an answer keeps between sizing its pages and sending them; a larger answer
+#: reads them again, page by page, rather than holding them all.
+KEPT_MEMBER_BYTES = 32 * 1024 * 1024
+
+
+async def _page_layout(
+    rt: Runtime, portal_id: str, groups: list[grouping.Group], asset_ids: list[str]
+) -> tuple[list[list[pages.Part]], dict[str, dict[str, Any]] | None]:
+    """The answer's pages, bounded by sets and bytes, and the member documents read to size
+    them when they are few enough to keep (None: read them again for each page)."""
+    sizes: list[list[int]] = []
+    kept: dict[str, dict[str, Any]] | None = {}
+    held = 0
+    step = rt.settings.page_size
+    for start in range(0, len(groups), step):
+        chunk = groups[start : start + step]
+        docs = await rt.store.members(portal_id, pages.member_ids(chunk, asset_ids))
+        chunk_sizes = [pages.member_sizes(group, asset_ids, docs) for group in chunk]
+        sizes.extend(chunk_sizes)
+        held += sum(map(sum, chunk_sizes))
+        if kept is not None and held <= KEPT_MEMBER_BYTES:
+            kept.update(docs)
+        else:
+            kept = None
+    return pages.layout(sizes, max_sets=step), kept
 
 
 def _rule(rt: Runtime, match: MatchRule | None, max_distance: int | None) -> tuple[MatchRule, int]:

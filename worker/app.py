@@ -9,10 +9,11 @@ import logging
 
 from worker import actors
 from worker.config import get_settings
-from worker.observability import use_json_logs
+from worker.observability import bound_logs, use_json_logs
 
 if get_settings().log_format == "json":
     use_json_logs()
+bound_logs()
 logging.getLogger().setLevel(get_settings().log_level.upper())
 logging.getLogger("pika").setLevel(logging.WARNING)
 

@@ -200,6 +200,42 @@ def _serve(
     raise OSError(f"no free port from {first_port} to {first_port + 63}")
 
 
+#: Longest log message kept, and longest traceback: Dramatiq writes a failed message's whole
+#: arguments into its log line, and a 20 MB scope must not become a 20 MB line.
+LOG_MESSAGE_CHARS = 2000
+LOG_TRACEBACK_CHARS = 8000
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+class BoundedRecords(logging.Filter):
+    """Cuts every record's message and traceback to a bound, whoever logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > LOG_MESSAGE_CHARS:
+            record.msg, record.args = _clip(message, LOG_MESSAGE_CHARS), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _clip(record.exc_text, LOG_TRACEBACK_CHARS)
+        return True
+
+
+def bound_logs() -> None:
+    """Bound the records of every handler of the root logger (see `BoundedRecords`)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig()
+    for handler in root.handlers:
+        if not any(isinstance(f, BoundedRecords) for f in handler.filters):
+            handler.addFilter(BoundedRecords())
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the ids in `LOG_CONTEXT`, and the
     exception if any."""
@@ -212,7 +248,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **LOG_CONTEXT.get(),
         }
-        if record.exc_info:
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 

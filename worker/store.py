@@ -7,6 +7,7 @@ Collections:
 - `commands`: the first outcome of every command id, so a redelivery re-publishes it instead of
   acting twice.
 - `locks`: short per-portal leases that serialise commands across worker processes.
+- `search_slots`: leases that bound how many searches of one portal run at once.
 
 Driver errors that mean "the database is not reachable right now" become `StoreUnavailable`
 (retried); anything else is a bug and propagates.
@@ -15,6 +16,7 @@ Driver errors that mean "the database is not reachable right now" become `StoreU
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
@@ -80,11 +82,36 @@ def _store_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, A
     return wrapper
 
 
-def scope_filter(portal_id: str, scope: Scope) -> dict[str, Any]:
-    """The query for the live, hashed assets of a portal inside `scope`."""
+#: Bounds on the ids one query names: MongoDB refuses a command over 16 MiB (PyMongo raises
+#: `DocumentTooLarge`), so a long list of long ids is asked for in several queries.
+ID_QUERY_BYTES = 4 * 1024 * 1024
+ID_QUERY_COUNT = 5000
+
+
+def id_chunks(asset_ids: Sequence[str]) -> Iterator[list[str]]:
+    """The distinct ids in order, in lists that each fit one query (`ID_QUERY_BYTES`)."""
+    chunk: list[str] = []
+    size = 0
+    for asset_id in dict.fromkeys(asset_ids):
+        cost = len(asset_id.encode()) + 16  # BSON: type byte, index key, length, terminator
+        if chunk and (size + cost > ID_QUERY_BYTES or len(chunk) >= ID_QUERY_COUNT):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(asset_id)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+def scope_filter(
+    portal_id: str, scope: Scope, asset_ids: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The query for the live, hashed assets of a portal inside `scope`; `asset_ids`, when
+    given, stands for the scope's own list (one chunk of it, see `id_chunks`)."""
     query: dict[str, Any] = {"portal_id": portal_id, "state": HASHED}
-    if scope.asset_ids is not None:
-        query["asset_id"] = {"$in": list(dict.fromkeys(scope.asset_ids))}
+    if asset_ids is not None or scope.asset_ids is not None:
+        chosen = asset_ids if asset_ids is not None else scope.asset_ids or []
+        query["asset_id"] = {"$in": list(dict.fromkeys(chosen))}
     # An empty tag list is read as "no tag criterion", not as "no asset can match".
     if scope.tags_all:
         query["tags"] = {"$all": scope.tags_all}
@@ -200,6 +227,7 @@ class AssetStore:
         self._assets: AsyncCollection[dict[str, Any]] = db["assets"]
         self._commands: AsyncCollection[dict[str, Any]] = db["commands"]
         self._locks: AsyncCollection[dict[str, Any]] = db["locks"]
+        self._slots: AsyncCollection[dict[str, Any]] = db["search_slots"]
 
     @classmethod
     def connect(cls, url: str, database: str, *, timeout_ms: int) -> AssetStore:
@@ -389,18 +417,8 @@ class AssetStore:
         """Facts of the live assets among `asset_ids`, and which of them are deleted."""
         live: dict[str, AssetFacts] = {}
         deleted: set[str] = set()
-        cursor = self._assets.find(
-            {"portal_id": portal_id, "asset_id": {"$in": list(dict.fromkeys(asset_ids))}},
-            {
-                "_id": 0,
-                "asset_id": 1,
-                "state": 1,
-                "pixels": 1,
-                "uploaded_at": 1,
-                "pinned_at": 1,
-            },
-        )
-        async for doc in cursor:
+        projection = {"_id": 0, "asset_id": 1, "state": 1, "pixels": 1, "uploaded_at": 1}
+        async for doc in self._by_ids(portal_id, asset_ids, {**projection, "pinned_at": 1}):
             if doc["state"] == DELETED:
                 deleted.add(doc["asset_id"])
             elif doc["state"] == HASHED:
@@ -449,14 +467,15 @@ class AssetStore:
         uploaded: list[int] = []
         pinned: list[int] = []
         titles: list[str] = []
+        # A few MB a batch either way: a signature is 1 KiB, a bare hash ~0.1 KiB.
+        batch = batch_size or (1000 if with_prints and with_signatures else 5000)
+        queries = (
+            [scope_filter(portal_id, scope)]
+            if scope.asset_ids is None
+            else [scope_filter(portal_id, scope, chunk) for chunk in id_chunks(scope.asset_ids)]
+        )
         with _translated():
-            cursor = self._assets.find(
-                scope_filter(portal_id, scope),
-                projection,
-                # A few MB a batch either way: a signature is 1 KiB, a bare hash ~0.1 KiB.
-                batch_size=batch_size or (1000 if with_prints and with_signatures else 5000),
-            )
-            async for doc in cursor:
+            async for doc in self._each(queries, projection, batch):
                 ids.append(doc["asset_id"])
                 hashes.append(doc["phash_i64"])
                 pixels.append(doc["pixels"])
@@ -481,39 +500,43 @@ class AssetStore:
         """The stored signatures of the given live assets, by asset id (none for an asset
         deleted or hashed before fingerprints existed)."""
         found: dict[str, bytes] = {}
-        for start in range(0, len(asset_ids), 5000):
-            cursor = self._assets.find(
-                {
-                    "portal_id": portal_id,
-                    "asset_id": {"$in": list(asset_ids[start : start + 5000])},
-                    "state": HASHED,
-                },
-                {"_id": 0, "asset_id": 1, "signature": 1},
-                batch_size=1000,
-            )
-            async for doc in cursor:
-                if doc.get("signature") is not None:
-                    found[doc["asset_id"]] = doc["signature"]
+        projection = {"_id": 0, "asset_id": 1, "signature": 1}
+        async for doc in self._by_ids(portal_id, asset_ids, projection, state=HASHED):
+            if doc.get("signature") is not None:
+                found[doc["asset_id"]] = doc["signature"]
         return found
+
+    def _by_ids(
+        self,
+        portal_id: str,
+        asset_ids: Sequence[str],
+        projection: dict[str, Any],
+        *,
+        state: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The portal's documents among `asset_ids`, asked for in queries that fit the server."""
+        base: dict[str, Any] = {"portal_id": portal_id}
+        if state is not None:
+            base["state"] = state
+        queries = [{**base, "asset_id": {"$in": chunk}} for chunk in id_chunks(asset_ids)]
+        return self._each(queries, projection, 1000)
+
+    async def _each(
+        self, queries: list[dict[str, Any]], projection: dict[str, Any], batch_size: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        for query in queries:
+            async for doc in self._assets.find(query, projection, batch_size=batch_size):
+                yield doc
 
     @_store_errors
     async def members(self, portal_id: str, asset_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Display fields of the given live assets, by asset id."""
-        cursor = self._assets.find(
-            {"portal_id": portal_id, "asset_id": {"$in": asset_ids}, "state": HASHED},
-            {
-                "_id": 0,
-                "asset_id": 1,
-                "title": 1,
-                "description": 1,
-                "tags": 1,
-                "width": 1,
-                "height": 1,
-                "uploaded_at": 1,
-                "phash": 1,
-            },
-        )
-        return {doc["asset_id"]: doc async for doc in cursor}
+        fields = ("asset_id", "title", "description", "tags", "width", "height", "uploaded_at")
+        projection = {"_id": 0, "phash": 1, **dict.fromkeys(fields, 1)}
+        return {
+            doc["asset_id"]: doc
+            async for doc in self._by_ids(portal_id, asset_ids, projection, state=HASHED)
+        }
 
     async def stale_hashes(self, portal_id: str, version: int) -> AsyncIterator[dict[str, Any]]:
         """Hashed assets of a portal whose hash was made by another method version."""
@@ -606,38 +629,84 @@ class AssetStore:
         """Hold the portal's command lease, so commands on one portal never interleave.
 
         Commands are rare user clicks; serialising them per portal makes "exactly one original,
-        never a deleted one" hold without multi-document transactions. A crashed holder's lease
-        expires after `ttl_ms`.
+        never a deleted one" hold without multi-document transactions. The lease is renewed
+        while the command runs, however long it takes; a crashed holder's lease expires after
+        `ttl_ms`. Raises `StoreUnavailable` when it stays busy for `wait_s`.
         """
         deadline = asyncio.get_running_loop().time() + wait_s
         delay = 0.01
-        while True:
-            now = utcnow()
-            try:
-                with _translated():
-                    await self._locks.update_one(
-                        {"_id": portal_id, "$or": [{"expires_at": {"$lt": now}}, {"owner": owner}]},
-                        {
-                            "$set": {
-                                "owner": owner,
-                                "expires_at": now + timedelta(milliseconds=ttl_ms),
-                            }
-                        },
-                        upsert=True,
-                    )
-                break
-            except DuplicateKeyError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise StoreUnavailable(
-                        f"command lock of portal {portal_id} stays busy"
-                    ) from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.2)
+        while not await self._take_lease(self._locks, portal_id, owner, ttl_ms):
+            if asyncio.get_running_loop().time() > deadline:
+                raise StoreUnavailable(f"command lock of portal {portal_id} stays busy")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        async with self._renewed(self._locks, portal_id, owner, ttl_ms):
+            yield
+
+    @asynccontextmanager
+    async def search_slot(
+        self, portal_id: str, owner: str, *, slots: int, ttl_ms: int
+    ) -> AsyncIterator[bool]:
+        """Try to take one of the portal's `slots` search slots, without waiting.
+
+        Yields whether a slot was taken; it is held (and renewed) until the block ends. What
+        bounds one portal's share of the search threads across every worker process.
+        """
+        for slot in range(slots):
+            key = f"{portal_id}/{slot}"
+            if await self._take_lease(self._slots, key, owner, ttl_ms):
+                async with self._renewed(self._slots, key, owner, ttl_ms):
+                    yield True
+                return
+        yield False
+
+    @_store_errors
+    async def _take_lease(
+        self, leases: AsyncCollection[dict[str, Any]], key: str, owner: str, ttl_ms: int
+    ) -> bool:
+        now = utcnow()
+        try:
+            await leases.update_one(
+                {"_id": key, "$or": [{"expires_at": {"$lt": now}}, {"owner": owner}]},
+                {"$set": {"owner": owner, "expires_at": now + timedelta(milliseconds=ttl_ms)}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # held by another owner, not yet expired
+            return False
+        return True
+
+    @asynccontextmanager
+    async def _renewed(
+        self, leases: AsyncCollection[dict[str, Any]], key: str, owner: str, ttl_ms: int
+    ) -> AsyncIterator[None]:
+        """Keep a taken lease alive (renewed every third of its TTL) until the block ends, then
+        release it."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(ttl_ms / 3000)
+                try:
+                    with _translated():
+                        result = await leases.update_one(
+                            {"_id": key, "owner": owner},
+                            {"$set": {"expires_at": utcnow() + timedelta(milliseconds=ttl_ms)}},
+                        )
+                except StoreUnavailable as e:  # the next renewal may get through
+                    log.warning("could not renew the lease %s: %s", key, e.detail)
+                    continue
+                if result.matched_count == 0:
+                    log.error("the lease %s was lost (held past its TTL by a stalled loop?)", key)
+                    return
+
+        renewer = asyncio.create_task(renew())
         try:
             yield
         finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
             with _translated():
-                await self._locks.delete_one({"_id": portal_id, "owner": owner})
+                await leases.delete_one({"_id": key, "owner": owner})
 
 
 def _metadata(upload: AssetUploaded) -> dict[str, Any]:
