@@ -6,9 +6,11 @@ match is a bug in the publisher, and guessing would hide it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -19,10 +21,43 @@ from pydantic import (
     model_validator,
 )
 
-Id = Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=r"^\S(.*\S)?$")]
-"""A portal, asset, request or command id: opaque text, no surrounding blanks."""
+#: Characters no id or tag may hold: C0 and C1 controls, DEL, and the bidirectional overrides
+#: and isolates, which can rewrite or disguise what an operator's terminal shows.
+_UNPRINTABLE = "\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE_RE = re.compile(f"[{_UNPRINTABLE}]")
+_ID_PATTERN = rf"^[^\s{_UNPRINTABLE}]([^{_UNPRINTABLE}]*[^\s{_UNPRINTABLE}])?$"
 
-Tag = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+def _printable(value: str) -> str:
+    found = _UNPRINTABLE_RE.search(value)
+    if found:
+        raise ValueError(
+            f"must not contain control characters (found {ascii(found.group())} at "
+            f"position {found.start()})"
+        )
+    return value
+
+
+def _printable_id(value: str) -> str:
+    if value != value.strip():
+        raise ValueError("must not begin or end with blanks")
+    return _printable(value)
+
+
+Id = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=256, json_schema_extra={"pattern": _ID_PATTERN}),
+    AfterValidator(_printable_id),
+]
+"""A portal, asset, request or command id: opaque text, no surrounding blanks, no control
+characters."""
+
+Tag = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=256, json_schema_extra={"pattern": f"^[^{_UNPRINTABLE}]+$"}),
+    AfterValidator(_printable),
+]
+"""A tag: any text but control characters."""
 MaxDistance = Annotated[StrictInt, Field(ge=0, le=32)]
 """Hamming distance between two 64-bit pHashes that still counts as a duplicate (0 = equal)."""
 

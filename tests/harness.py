@@ -114,9 +114,11 @@ class Harness:
             harness.db.client.close()
 
     def start_worker(self, threads: int = 4) -> None:
-        """Start the in-process Dramatiq worker."""
+        """Start the in-process Dramatiq worker (unless it runs already)."""
         from worker import actors
 
+        if self.worker is not None:
+            return
         self.worker = dramatiq.Worker(actors.broker, worker_threads=threads, worker_timeout=100)
         self.worker.start()
 

@@ -76,6 +76,7 @@ from worker.observability import (
     ASSETS_HASHED,
     COMMANDS,
     HASH_SECONDS,
+    HASHING,
     LOG_CONTEXT,
     SEARCH_SECONDS,
     SEARCH_SETS,
@@ -93,6 +94,7 @@ watch = Watch(
     port=get_settings().http_port,
     liveness_timeout_s=get_settings().liveness_timeout_s,
     ready_check=resources.ready_problems,
+    stuck_after_s=get_settings().fetch_timeout_s + get_settings().hash_time_s,
 )
 broker = build_broker(get_settings(), [resources, watch])
 dramatiq.set_broker(broker)
@@ -254,11 +256,12 @@ def _read_and_hash(
     source: str, limits: FetchLimits, max_pixels: int, known_sha256: str | None
 ) -> tuple[str, HashedImage | None]:
     """Runs on a hashing thread: the bytes' checksum, and their hash unless they are known."""
-    data = fetch(source, limits)
-    checksum = sha256_hex(data)
-    if checksum == known_sha256:
-        return checksum, None
-    return checksum, hash_image(data, max_pixels=max_pixels, sha256=checksum)
+    with HASHING.busy():
+        data = fetch(source, limits)
+        checksum = sha256_hex(data)
+        if checksum == known_sha256:
+            return checksum, None
+        return checksum, hash_image(data, max_pixels=max_pixels, sha256=checksum)
 
 
 async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:

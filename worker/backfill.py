@@ -50,15 +50,33 @@ class Report:
         }
 
 
+#: Longest refusal reason kept for a line (the state file holds every refused line's).
+REASON_CHARS = 300
+
+
 def read_payloads(stream: IO[str], fmt: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, payload dict or the reason it cannot be read), for JSON Lines or CSV."""
+    """(line number, payload dict or the reason it cannot be read), for JSON Lines or CSV.
+
+    Whatever a line holds, it is a payload or a refused line, never an error that ends the run.
+    The stream is expected to decode with `surrogateescape`, so bytes that are not UTF-8 refuse
+    their own line only.
+    """
     if fmt == "csv":
         reader = csv.DictReader(stream)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield reader.line_num, f"not CSV: {e}"
+                continue
             yield reader.line_num, _csv_payload(row)
-        return
     for number, line in enumerate(stream, start=1):
         if not line.strip():
+            continue
+        if _not_utf8(line):
+            yield number, "not UTF-8 text"
             continue
         try:
             payload = json.loads(line)
@@ -68,27 +86,52 @@ def read_payloads(stream: IO[str], fmt: str) -> Iterator[tuple[int, dict[str, An
         yield number, payload if isinstance(payload, dict) else "not a JSON object"
 
 
-def _csv_payload(row: dict[str, str | None]) -> dict[str, Any]:
+def _not_utf8(text: str) -> bool:
+    """Whether `text` carries bytes that were not UTF-8 (decoded with `surrogateescape`)."""
+    return any("\udc80" <= c <= "\udcff" for c in text)
+
+
+def _csv_payload(row: dict[str | Any, str | Any]) -> dict[str, Any] | str:
+    if None in row:
+        return "more fields than the header names"
     payload: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
+    if any(_not_utf8(str(v)) for v in payload.values()):
+        return "not UTF-8 text"
     tags = payload.get("tags")
     if isinstance(tags, str):
-        payload["tags"] = (
-            json.loads(tags) if tags.startswith("[") else [t for t in tags.split(";") if t]
-        )
+        if tags.startswith("["):
+            try:
+                payload["tags"] = json.loads(tags)
+            except json.JSONDecodeError as e:
+                return f"tags: not a JSON list: {e.msg} at column {e.colno}"
+        else:
+            payload["tags"] = [t for t in tags.split(";") if t]
     return payload
 
 
 class State:
-    """The last line a run has handed to RabbitMQ, kept in a small JSON file."""
+    """The last line a run has handed to RabbitMQ, and every line refused up to it, kept in a
+    small JSON file: a resumed run's summary still lists what the first run refused."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.line = 0
         self.done = False
+        self.refused: list[tuple[int, str]] = []
         if path.exists():
             saved = json.loads(path.read_text())
             self.line, self.done = int(saved.get("line", 0)), bool(saved.get("done", False))
+            self.refused = [(int(n), str(r)) for n, r in saved.get("refused", [])]
         self._saved_at = time.monotonic()
+
+    def restart(self) -> None:
+        """Forget the progress of earlier runs."""
+        self.line, self.done, self.refused = 0, False, []
+
+    def refuse(self, line: int, reason: str) -> None:
+        if len(reason) > REASON_CHARS:
+            reason = reason[: REASON_CHARS - 3] + "..."
+        self.refused.append((line, reason))
 
     def advance(self, line: int, *, every_s: float = 1.0) -> None:
         self.line = line
@@ -98,7 +141,8 @@ class State:
     def save(self, *, done: bool = False) -> None:
         self.done = done
         temporary = self.path.with_suffix(self.path.suffix + ".tmp")
-        temporary.write_text(json.dumps({"line": self.line, "done": done}))
+        refused = [[n, r] for n, r in self.refused if n <= self.line]
+        temporary.write_text(json.dumps({"line": self.line, "done": done, "refused": refused}))
         os.replace(temporary, self.path)  # atomic: a crash leaves the old or the new state
         self._saved_at = time.monotonic()
 
@@ -113,18 +157,18 @@ def backfill(
     progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Validate, filter and publish every line after the state's; record progress as it goes."""
-    report = Report(resumed_from=state.line)
+    report = Report(resumed_from=state.line, refused=state.refused)
     start = time.monotonic()
     for number, item in lines:
         if number <= state.line:
             continue
         if isinstance(item, str):
-            report.refused.append((number, item))
+            state.refuse(number, item)
         else:
             try:
                 upload = AssetUploaded.model_validate(item)
             except ValidationError as e:
-                report.refused.append((number, describe(e)))
+                state.refuse(number, describe(e))
             else:
                 reason = known(upload) if known is not None else None
                 if reason is not None:

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 import dramatiq
+import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.common import q_name
 from dramatiq.encoder import JSONEncoder, MessageData
@@ -31,8 +32,10 @@ from dramatiq.middleware import (
 from pydantic import ValidationError
 
 from schemas.envelope import Envelope
+from worker.amqp_owner import ConnectionThread, service_interval_s
 from worker.config import Settings
 from worker.errors import describe
+from worker.stopping import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +95,64 @@ class StrictConsumer(_RabbitmqConsumer):
 
 
 class DupfinderBroker(RabbitmqBroker):
-    """`RabbitmqBroker` with the strict consumer."""
+    """`RabbitmqBroker` with the strict consumer, and one publishing connection per process.
+
+    Dramatiq opens a connection per thread that enqueues or declares (the boot thread, every
+    worker thread that schedules a retry) and leaves each idle until its next use; RabbitMQ
+    closes them for missed heartbeats, and the next use or the shutdown logs the errors. Here
+    every operation on the broker's own connection runs on one thread that keeps it serviced
+    (`amqp_owner`), so there is one such connection, and it stays open.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        parameters = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
+        self._owner = ConnectionThread(
+            "dupfinder-broker", self._service, service_interval_s(parameters.heartbeat)
+        )
 
     @property
     def consumer_class(self) -> type[StrictConsumer]:
         return StrictConsumer
+
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        return self._owner.call(lambda: RabbitmqBroker.enqueue(self, message, delay=delay))
+
+    def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:
+        if not ensure:  # bookkeeping only, no connection
+            return RabbitmqBroker.declare_queue(self, queue_name)
+        return self._owner.call(lambda: RabbitmqBroker.declare_queue(self, queue_name, ensure=True))
+
+    def get_queue_message_counts(self, queue_name: str) -> tuple[int, int, int]:
+        return self._owner.call(lambda: RabbitmqBroker.get_queue_message_counts(self, queue_name))
+
+    def flush(self, queue_name: str) -> None:
+        self._owner.call(lambda: RabbitmqBroker.flush(self, queue_name))
+
+    def flush_all(self) -> None:
+        self._owner.call(lambda: RabbitmqBroker.flush_all(self))
+
+    def close(self) -> None:
+        self._owner.call(lambda: RabbitmqBroker.close(self))
+        # Closed, but usable again: a process that enqueues after this reconnects.
+        self._owner.call(self._forget)
+
+    def _forget(self) -> None:
+        self.state.__dict__.pop("connection", None)
+        self.state.__dict__.pop("channel", None)
+        self.connections.clear()
+        self.channels.clear()
+
+    def _service(self) -> None:
+        """Heartbeats of the idle publishing connection; a lost one is dropped quietly."""
+        connection = getattr(self.state, "connection", None)
+        if connection is None:
+            return
+        try:
+            connection.process_data_events(0)
+        except (pika.exceptions.AMQPError, OSError):
+            log.info("the broker's publishing connection was lost; reconnecting on next use")
+            self._forget()
 
 
 class SafeRetries(Retries):
@@ -128,6 +184,7 @@ def build_broker(settings: Settings, extra_middleware: list[Middleware]) -> Dupf
     - CurrentMessage: actors read their message id for logs and idempotency.
     - AsyncIO: the event-loop thread the store and publisher live on.
     - SafeRetries: bounded backoff for transient faults, dead-lettering when exhausted.
+    - GracefulStop: one bounded stop per process, however often SIGTERM arrives.
     - then `extra_middleware` (the worker's resources).
     """
     dramatiq.set_encoder(StrictEncoder())
@@ -141,6 +198,7 @@ def build_broker(settings: Settings, extra_middleware: list[Middleware]) -> Dupf
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
         ),
+        GracefulStop(settings.stop_grace_s),
         *extra_middleware,
     ]
     return DupfinderBroker(

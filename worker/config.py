@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     """Longest one message may run before Dramatiq interrupts it."""
     command_lock_ttl_ms: Annotated[int, Field(ge=1000)] = 60_000
     """How long a crashed worker's per-portal command lock blocks others."""
+    stop_grace_s: Annotated[float, Field(gt=0, le=3600)] = 25.0
+    """After SIGTERM, how long in-flight messages may take to finish before the process exits
+    anyway, leaving them unacknowledged for redelivery (keep it under the orchestrator's own
+    grace: Kubernetes waits 30 s, Docker 10 s unless told otherwise)."""
 
     management_url: str | None = None
     """RabbitMQ management API (e.g. `http://guest:guest@rabbitmq:15672`): lets `dupfinder
@@ -82,6 +86,9 @@ class Settings(BaseSettings):
     """First port of the worker processes' /metrics, /livez and /readyz (0 = any free port)."""
     liveness_timeout_s: Annotated[float, Field(gt=0)] = 660.0
     """/livez fails when messages are in flight and none finished for this long."""
+    hash_time_s: Annotated[float, Field(gt=0)] = 120.0
+    """Longest that decoding and hashing one image may take: /livez fails when a hash thread
+    has been busy with one image for longer than this plus `fetch_timeout_s`."""
     log_format: Literal["json", "text"] = "json"
     """Worker logs: one JSON object per line, or Dramatiq's plain text."""
 

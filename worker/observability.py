@@ -3,20 +3,22 @@
 Each worker process serves `/metrics`, `/livez` and `/readyz` over HTTP on the first free port
 from `DUPFINDER_HTTP_PORT` up (so the processes of one worker take consecutive ports).
 
-- `/livez` fails (503) when a worker thread has died, or when messages are in flight and none
-  has finished for `DUPFINDER_LIVENESS_TIMEOUT_S`: a stuck worker, whatever its PID says. An idle
-  worker is alive.
+- `/livez` fails (503) when a worker thread has died, when a hash thread has been busy with one
+  image for longer than the fetch deadline plus `DUPFINDER_HASH_TIME_S`, or when messages are in
+  flight and none has finished for `DUPFINDER_LIVENESS_TIMEOUT_S`: a stuck worker, whatever its
+  PID says. An idle worker is alive.
 - `/readyz` fails when RabbitMQ or MongoDB does not answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -86,14 +88,54 @@ COMMANDS = Counter(
 IN_FLIGHT = Gauge("dupfinder_messages_in_flight", "Messages being handled now", registry=REGISTRY)
 
 
+class BusyThreads:
+    """When each busy thread of a pool started its current task: a thread that never comes
+    back (a read no deadline reaches, a decoder that loops) shows as one that is busy too long,
+    which message counts alone cannot tell from a slow day."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started: dict[int, float] = {}
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Count the calling thread busy for the duration of the block."""
+        key = threading.get_ident()
+        with self._lock:
+            self._started[key] = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._started.pop(key, None)
+
+    def longest_s(self) -> float:
+        """How long the longest-busy thread has been at its task (0 when none is busy)."""
+        with self._lock:
+            oldest = min(self._started.values(), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+
+#: The hashing threads of this process (fetch, decode, hash).
+HASHING = BusyThreads()
+
+
 class Watch(Middleware):
     """Counts messages, tracks progress for `/livez` and serves the HTTP endpoints."""
 
     def __init__(
-        self, *, port: int, liveness_timeout_s: float, ready_check: Callable[[], list[str]]
+        self,
+        *,
+        port: int,
+        liveness_timeout_s: float,
+        ready_check: Callable[[], list[str]],
+        stuck_after_s: float = float("inf"),
+        busy: BusyThreads = HASHING,
     ) -> None:
         self._port = port
         self._liveness_timeout_s = liveness_timeout_s
+        self._stuck_after_s = stuck_after_s
+        self._busy = busy
         self._ready_check = ready_check
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -151,6 +193,12 @@ class Watch(Middleware):
         dead = [t.name for t in workers if not t.is_alive()]
         if dead:
             return False, f"worker threads died: {', '.join(dead)}"
+        busy_s = self._busy.longest_s()
+        if busy_s > self._stuck_after_s:
+            return False, (
+                f"a hash thread has been busy with one image for {busy_s:.0f} s, longer than "
+                f"a fetch and a hash may take ({self._stuck_after_s:.0f} s)"
+            )
         with self._lock:
             in_flight, idle_s = self._in_flight, time.monotonic() - self._last_progress
         if in_flight and idle_s > self._liveness_timeout_s:

@@ -11,8 +11,10 @@ from typing import Any
 class Progress:
     """Progress on stderr: a live line on a terminal, a line every few seconds otherwise."""
 
-    def __init__(self, stream: Any = sys.stderr, every_s: float = 5.0) -> None:
-        self._stream = stream
+    def __init__(self, stream: Any = None, every_s: float = 5.0) -> None:
+        # The line is the program's own: past an escaping wrapper, so its `\r` stays live.
+        stream = sys.stderr if stream is None else stream
+        self._stream = getattr(stream, "unescaped", stream)
         self._tty = bool(getattr(stream, "isatty", lambda: False)())
         self._every_s = 0.2 if self._tty else every_s
         self._start = self._last = time.monotonic()

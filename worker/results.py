@@ -2,16 +2,16 @@
 
 pika connections are not thread-safe and block, so one dedicated thread owns the connection and
 every publish is handed to it; coroutines await the confirm without blocking the event loop.
-A publish that is not confirmed raises `PublishFailed`, so the message that produced the event is
-retried rather than acknowledged with its answer lost.
+That thread also services the connection's heartbeats while nothing is published, so an idle
+worker's connection stays open (`amqp_owner`). A publish that is not confirmed raises
+`PublishFailed`, so the message that produced the event is retried rather than acknowledged
+with its answer lost.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import pika
 import pika.exceptions
@@ -19,9 +19,13 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from schemas.contract import RESULTS_EXCHANGE
 from schemas.events import Event
+from worker.amqp_owner import ConnectionThread, service_interval_s
 from worker.errors import PublishFailed
 
 log = logging.getLogger(__name__)
+
+#: Longest wait for one publish and its confirm (pika's own timeouts come first).
+PUBLISH_TIMEOUT_S = 120.0
 
 
 class ResultPublisher:
@@ -30,9 +34,11 @@ class ResultPublisher:
     def __init__(self, amqp_url: str, exchange: str = RESULTS_EXCHANGE) -> None:
         self._parameters = pika.URLParameters(amqp_url)
         self._exchange = exchange
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dupfinder-publish")
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._thread = ConnectionThread(
+            "dupfinder-publish", self._service, service_interval_s(self._parameters.heartbeat)
+        )
 
     async def publish(self, event: Event) -> None:
         """Publish `event` under its routing key and wait until RabbitMQ confirms it."""
@@ -41,13 +47,22 @@ class ResultPublisher:
 
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publish an already-encoded event body (a stored command outcome, for instance)."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._publish_blocking, routing_key, body)
+        await self._thread.call_async(lambda: self._publish_blocking(routing_key, body))
 
     def publish_blocking(self, event: Event) -> None:
         """`publish` for threads that are not on an event loop (the message consumers)."""
         body = json.dumps(event.model_dump(mode="json"), separators=(",", ":")).encode()
-        self._executor.submit(self._publish_blocking, event.routing_key, body).result()
+        try:
+            self._thread.call(
+                lambda: self._publish_blocking(event.routing_key, body), PUBLISH_TIMEOUT_S
+            )
+        except TimeoutError as e:
+            raise PublishFailed(f"no confirm for {event.routing_key} in time") from e
+
+    @property
+    def connection(self) -> pika.BlockingConnection | None:
+        """The open connection, if any (for tests and probes)."""
+        return self._connection
 
     def _channel_for_publish(self) -> BlockingChannel:
         if self._channel is None or not self._channel.is_open:
@@ -61,7 +76,7 @@ class ResultPublisher:
 
     def _publish_blocking(self, routing_key: str, body: bytes) -> None:
         last_error: Exception | None = None
-        for _attempt in range(2):  # a stale connection (idle past its heartbeat) gets one redo
+        for _attempt in range(2):  # a connection lost meanwhile (a broker restart) gets one redo
             try:
                 self._channel_for_publish().basic_publish(
                     exchange=self._exchange,
@@ -80,6 +95,16 @@ class ResultPublisher:
                 self._reset()
         raise PublishFailed(f"RabbitMQ did not confirm {routing_key}: {last_error!r}")
 
+    def _service(self) -> None:
+        """Send and read heartbeats of an idle connection; forget one that is gone."""
+        if self._connection is None:
+            return
+        try:
+            self._connection.process_data_events(0)
+        except (pika.exceptions.AMQPError, OSError):
+            log.info("the result publisher's connection was lost; reconnecting on next use")
+            self._reset()
+
     def _reset(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
@@ -90,5 +115,4 @@ class ResultPublisher:
 
     def close(self) -> None:
         """Close the connection and stop the publishing thread."""
-        self._executor.submit(self._reset).result()
-        self._executor.shutdown(wait=True)
+        self._thread.stop(self._reset)

@@ -93,16 +93,52 @@ def test_csv_with_the_same_columns(
     assert doc is not None and (doc["title"], doc["tags"]) == ("Harbour", ["sea", "boats"])
 
 
+def test_lines_no_parser_expected_are_refused_lines(
+    harness: Harness, portal: str, images: Path, tmp_path: Path
+) -> None:
+    # Given a CSV file with tags that are not JSON, a stray field, bytes that are not UTF-8
+    # and a NUL byte among good lines
+    path = write(images / "c.png", photo(141, size=(64, 48)))
+    good = f"{portal},c{{}},{path},2020-01-01T00:00:00Z,a;b\r\n"
+    feed = tmp_path / "odd.csv"
+    feed.write_bytes(
+        b"portal_id,asset_id,source,uploaded_at,tags\r\n"
+        + good.format(1).encode()
+        + f"{portal},c2,{path},2020-01-01T00:00:00Z,[not json\r\n".encode()
+        + f"{portal},c3,{path},2020-01-01T00:00:00Z,x,extra\r\n".encode()
+        + f"{portal},c4,{path},2020-01-01T00:00:00Z,\xff\xfe\r\n".encode("latin-1")
+        + f"{portal},c5,{path},2020-01-01T00:00:00Z,a\x00b\r\n".encode()
+        + good.format(6).encode()
+    )
+
+    # When it is backfilled
+    result = backfill(str(feed), "--json")
+
+    # Then the good lines are sent, each other line is refused with its reason, and the run
+    # ends as a run, with its state saved
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["sent"] == 2
+    reasons = {r["line"]: r["reason"] for r in report["refused"]}
+    assert sorted(reasons) == [3, 4, 5, 6], reasons
+    assert reasons[3].startswith("tags: not a JSON list")
+    assert reasons[5] == "not UTF-8 text"
+    assert json.loads(Path(str(feed) + ".backfill-state").read_text())["done"] is True
+    harness.wait_for(portal, "asset.hashed", count=2)
+
+
 def test_an_interrupted_backfill_resumes_where_it_stopped(
     harness: Harness, portal: str, images: Path, tmp_path: Path
 ) -> None:
     path = write(images / "r.png", photo(140, size=(64, 48)))
     count = 60
     feed = tmp_path / "many.jsonl"
-    feed.write_text("\n".join(line(portal, f"r{n}", path) for n in range(count)) + "\n")
+    lines = [line(portal, f"r{n}", path) for n in range(count)]
+    lines.insert(10, '{"portal_id": "broken')  # line 11, refused before the interruption
+    feed.write_text("\n".join(lines) + "\n")
     state = Path(str(feed) + ".backfill-state")
 
-    # Given a slow run killed without warning part-way
+    # Given a slow run killed without warning part-way, after it refused line 11
     process = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "backfill", "--quiet", "--rate", "20", str(feed)],
         env=dict(os.environ),
@@ -122,10 +158,13 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(
     # When it is run again
     result = backfill(str(feed), "--force", "--json")
 
-    # Then it continues after the recorded line, and every asset ends hashed
+    # Then it continues after the recorded line, its summary lists every refused line of the
+    # file, and every asset ends hashed
     report = json.loads(result.stdout)
     assert report["resumed_after_line"] == stopped_at["line"]
-    assert report["sent"] == count - stopped_at["line"]
+    assert report["sent"] == count + 1 - stopped_at["line"]
+    assert [r["line"] for r in report["refused"]] == [11]
+    assert result.returncode == 1
     assert json.loads(state.read_text())["done"] is True
     harness.wait_for(portal, "asset.hashed", lambda e: e["asset_id"] == f"r{count - 1}", timeout=60)
     hashed = harness.db.assets.count_documents({"portal_id": portal, "state": "hashed"})

@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,35 @@ def test_status_reports_queues_and_portal_counts(
 
     table = dupfinder("status", "--portal", portal)
     assert table.returncode == 0 and "unreadable_image 1" in table.stdout
+
+
+def test_tenant_text_cannot_drive_the_operators_terminal(harness: Harness, portal: str) -> None:
+    # Given a dead letter whose portal id clears the screen and retitles the terminal (refused
+    # by the contract, so it is dead-lettered), and a stored asset of such a portal from before
+    hostile = f"{portal}\x1b[2J\x1b]0;pwned\x07\u202e"
+    body = build_envelope(
+        AssetUploaded.model_construct(
+            portal_id=hostile,
+            asset_id="a\r\x1b[1A",
+            source="/x.png",
+            uploaded_at=datetime(2024, 1, 1, tzinfo=UTC),
+        )
+    )
+    harness.send_raw(ASSETS_QUEUE, json.dumps(body).encode())
+    harness.db.assets.insert_one({"portal_id": hostile, "asset_id": "old", "state": "hashed"})
+
+    # When an operator lists dead letters and the status
+    deadline = time.monotonic() + 20
+    listing = dead_letters("list", "--queue", "assets")
+    while portal not in listing.stdout and time.monotonic() < deadline:
+        time.sleep(0.3)
+        listing = dead_letters("list", "--queue", "assets")
+    status = dupfinder("status")
+
+    # Then every such character is shown as an escape, never sent to the terminal
+    for result in (listing, status):
+        assert result.returncode in (0, 1), result.stderr
+        shown = result.stdout + result.stderr
+        assert portal in shown
+        assert not any(c in shown for c in "\x1b\x07\r\u202e"), shown
+        assert "\\x1b[2J" in shown

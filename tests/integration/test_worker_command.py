@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 
 from tests.cli import dupfinder
 from tests.harness import Harness
-from tests.images import photo, write
+from tests.images import encode, photo, write
+from tests.sources import ScriptedSource, serve
 
 
 @pytest.fixture
@@ -45,6 +47,55 @@ def test_the_worker_command_serves_the_queues_and_stops_cleanly(
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert "Worker process is ready for action." in output
+
+
+def test_sigterm_to_the_whole_process_group_stops_within_the_grace_time(
+    harness: Harness, portal: str, images: Path, only_the_command_worker: None
+) -> None:
+    # Given a worker of two processes in a process group of its own, one upload done and one
+    # held in flight by a source that trickles for longer than the grace time
+    grace_s = 4.0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "worker", "--processes", "2", "--threads", "2"],
+        env={
+            **os.environ,
+            "DUPFINDER_STOP_GRACE_S": str(grace_s),
+            "DUPFINDER_FETCH_TIMEOUT_S": "60",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    slow = ScriptedSource(encode(photo(96)), failures=1, trickle_s=30)
+    with serve(slow) as base:
+        try:
+            harness.upload(portal, "ready", write(images / "a.png", photo(95)))
+            harness.wait_for(portal, "asset.hashed", timeout=60)
+            harness.upload(portal, "slow", f"{base}/slow.png")
+            deadline = time.monotonic() + 20
+            while slow.requests == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert slow.requests == 1
+
+            # When the whole group is told to stop, as systemd and `timeout` do
+            started = time.monotonic()
+            os.killpg(process.pid, signal.SIGTERM)
+            output, _ = process.communicate(timeout=grace_s + 30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        stopped_in = time.monotonic() - started
+
+        # Then it exits within the grace time (and a second to notice), says why, and the
+        # unfinished upload is redelivered, not lost
+        assert stopped_in < grace_s + 3, output
+        assert "Killing worker process" not in output
+        assert "unacknowledged" in output
+        harness.start_worker()
+        harness.wait_for(portal, "asset.hashed", lambda e: e["asset_id"] == "slow", timeout=60)
+    assert slow.requests >= 2
 
 
 def run_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

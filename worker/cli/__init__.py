@@ -8,9 +8,11 @@ argument parser stay quick.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from worker.cli import feeding, queues, scanning, service
+from worker.cli.common import PrintableStream
 
 
 def _queue_name(text: str) -> str:
@@ -156,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dupfinder` script."""
     args = build_parser().parse_args(argv)
-    if args.command == "worker" and args.dramatiq_args[:1] == ["--"]:
-        args.dramatiq_args = args.dramatiq_args[1:]
-    return int(args.run(args))
+    if args.command == "worker":
+        if args.dramatiq_args[:1] == ["--"]:
+            args.dramatiq_args = args.dramatiq_args[1:]
+        return int(args.run(args))
+    # Operators' commands print tenant-supplied text: escape what a terminal would act on.
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(stdout), PrintableStream(stderr)
+    try:
+        return int(args.run(args))
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr

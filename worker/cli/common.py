@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -13,6 +14,35 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+#: What a terminal would act on rather than show: C0 controls but newline and tab, DEL, C1
+#: controls, and the bidirectional overrides and isolates.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on written as an escape (`\\x1b`)."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+class PrintableStream:
+    """A text stream that escapes what `printable` escapes, so that nothing a tenant sent (an
+    id, a title, a dead letter's body) can move an operator's cursor or rewrite the screen.
+
+    The commands write every human line through one of these (`main` wraps stdout and
+    stderr); JSON output is unchanged by it, as JSON escapes control characters itself.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.unescaped = stream
+        """The stream itself, for text that is the program's own (a progress line's `\\r`)."""
+
+    def write(self, text: str) -> int:
+        self.unescaped.write(printable(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.unescaped, name)
 
 
 async def open_store(settings: Settings) -> AssetStore:

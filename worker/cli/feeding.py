@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from worker.cli.common import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, on_store, open_store
 from worker.config import get_settings
@@ -42,7 +43,7 @@ def backfill_file(args: argparse.Namespace) -> int:
         fmt = "csv" if args.file.lower().endswith(".csv") else "jsonl"
     state = State(Path(args.state or args.file + ".backfill-state"))
     if args.restart:
-        state.line, state.done = 0, False
+        state.restart()
     if state.done:
         print(
             f"{args.file} was backfilled completely already ({state.path}); --restart to "
@@ -51,7 +52,7 @@ def backfill_file(args: argparse.Namespace) -> int:
         return EXIT_OK
     total = None
     if not from_stdin:
-        with open(args.file, encoding="utf-8") as counting:
+        with open(args.file, encoding="utf-8", errors="surrogateescape") as counting:
             total = sum(1 for _ in counting)
     runner = asyncio.Runner()
     store: AssetStore | None = None
@@ -63,7 +64,9 @@ def backfill_file(args: argparse.Namespace) -> int:
     try:
         with (
             PortalPublisher(settings.amqp_url_with_defaults) as publisher,
-            sys.stdin if from_stdin else open(args.file, encoding="utf-8") as stream,
+            _text(sys.stdin.buffer)
+            if from_stdin
+            else open(args.file, encoding="utf-8", errors="surrogateescape", newline="") as stream,
         ):
             report = backfill(
                 read_payloads(stream, fmt),
@@ -98,6 +101,11 @@ def backfill_file(args: argparse.Namespace) -> int:
         for number, reason in report.refused:
             print(f"  line {number}: {reason}")
     return EXIT_FAILURES if report.refused else EXIT_OK
+
+
+def _text(stream: IO[bytes]) -> IO[str]:
+    """Standard input as the file is read: bytes that are not UTF-8 refuse their own line."""
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
 
 
 def rehash(args: argparse.Namespace) -> int:

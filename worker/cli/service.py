@@ -23,6 +23,9 @@ def worker(args: argparse.Namespace) -> int:
         str(args.processes or settings.processes),
         "--threads",
         str(args.threads or settings.threads),
+        # The graceful stop gives up waiting a little before the process's own deadline.
+        "--worker-shutdown-timeout",
+        str(int(settings.stop_grace_s * 800)),
         *args.dramatiq_args,
     ]
     parsed = dramatiq.cli.make_argument_parser().parse_args(argv)
