@@ -32,7 +32,7 @@ def _printable(value: str) -> str:
     found = _UNPRINTABLE_RE.search(value)
     if found:
         raise ValueError(
-            f"must not contain control characters (found {ascii(found.group())} at "
+            f"must not contain control characters (found {found.group()!a} at "
             f"position {found.start()})"
         )
     return value
