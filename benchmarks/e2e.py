@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -19,27 +15,10 @@ from pathlib import Path
 
 import pika
 
-from schemas.contract import ACTORS, RESULTS_EXCHANGE
+from benchmarks import services
+from schemas.contract import RESULTS_EXCHANGE
 from schemas.messages import AssetUploaded
 from schemas.publisher import PortalPublisher
-
-AMQP_URL = os.environ.get("DUPFINDER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -61,70 +40,29 @@ def _cpu_seconds(pid: int) -> float:
 
 def end_to_end(n: int, files: list[Path], pure_rate: float) -> float:
     """Print and return uploads per second through the whole service."""
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    with tempfile.TemporaryDirectory() as data:
-        server = subprocess.Popen(
-            [
-                str(bin_dir / "secantusd-py"),
-                "--port",
-                str(port),
-                "--storage-path",
-                data,
-                "--log-level",
-                "WARNING",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        worker = None
-        try:
-            _wait_port(port, 30)
-            connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-            channel = connection.channel()
-            channel.exchange_declare(RESULTS_EXCHANGE, exchange_type="topic", durable=True)
-            results = channel.queue_declare("", exclusive=True).method.queue
-            channel.queue_bind(results, RESULTS_EXCHANGE, routing_key="asset.*")
-            publisher = PortalPublisher(AMQP_URL)
-            for route in ACTORS.values():
-                channel.queue_purge(route.queue_name)
-            env = {
-                **os.environ,
-                "DUPFINDER_MONGODB_URL": f"mongodb://127.0.0.1:{port}/",
-                "DUPFINDER_LOG_LEVEL": "WARNING",
-            }
-            worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "worker.cli",
-                    "worker",
-                    "--processes",
-                    str(os.cpu_count() or 1),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            portal = f"bench-{uuid.uuid4().hex[:8]}"
-            # warm-up: one upload, so worker start-up is not counted
-            publisher.publish(_upload(portal, "warm", files[0]))
-            _wait_hashed(channel, results, portal, 1, 120)
-            start = time.perf_counter()
-            cpu_before = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
-            for i in range(n):
-                publisher.publish(_upload(portal, f"a{i}", files[i % len(files)]))
-            _wait_hashed(channel, results, portal, n, 600)
-            elapsed = time.perf_counter() - start
-            cpu_after = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
-            publisher.close()
-            connection.close()
-        finally:
-            if worker is not None:
-                worker.terminate()
-                worker.wait(60)
-            server.terminate()
-            server.wait(60)
+    with (
+        services.database() as (url, server),
+        services.worker(url, processes=os.cpu_count() or 1) as worker,
+    ):
+        connection = pika.BlockingConnection(pika.URLParameters(services.AMQP_URL))
+        channel = connection.channel()
+        channel.exchange_declare(RESULTS_EXCHANGE, exchange_type="topic", durable=True)
+        results = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(results, RESULTS_EXCHANGE, routing_key="asset.*")
+        publisher = PortalPublisher(services.AMQP_URL)
+        portal = f"bench-{uuid.uuid4().hex[:8]}"
+        # warm-up: one upload, so worker start-up is not counted
+        publisher.publish(_upload(portal, "warm", files[0]))
+        _wait_hashed(channel, results, portal, 1, 120)
+        start = time.perf_counter()
+        cpu_before = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
+        for i in range(n):
+            publisher.publish(_upload(portal, f"a{i}", files[i % len(files)]))
+        _wait_hashed(channel, results, portal, n, 600)
+        elapsed = time.perf_counter() - start
+        cpu_after = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
+        publisher.close()
+        connection.close()
     rate = n / elapsed
     print(
         f"\n== end to end: {n} uploads of {files[0].parent.name} through RabbitMQ and "

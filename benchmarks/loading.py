@@ -16,11 +16,47 @@ import asyncio
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
 from schemas.messages import Scope
 from worker.store import AssetStore
+
+
+async def seed(assets: Any, portal: str, n: int, have: int = 0) -> None:
+    """Insert hashed assets `have` to `n` of `portal` straight into the collection, with random
+    hashes (so few pairs match) and every field a search reads (hash version 3 documents)."""
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)
+    base = datetime(2020, 1, 1, tzinfo=UTC)
+    for lo in range(have, n, 5000):
+        await assets.insert_many(
+            [
+                {
+                    "portal_id": portal,
+                    "asset_id": f"a{i}",
+                    "state": "hashed",
+                    "phash_i64": int(hashes[i]),
+                    "phash": f"{int(hashes[i]) & (2**64 - 1):016x}",
+                    "pixels": 12_000_000,
+                    "width": 4000,
+                    "height": 3000,
+                    "title": f"asset {i}",
+                    "description": "",
+                    "tags": [],
+                    "uploaded_at": base + timedelta(seconds=i),
+                    "variants": rng.bytes(32),
+                    "centre_i64": int(hashes[i - 1]),
+                    "crops": rng.bytes(72),
+                    "signature": rng.bytes(1024),
+                    "low_detail": False,
+                    "sha256": f"{i:064x}",
+                    "pixels_sha256": None,
+                }
+                for i in range(lo, min(n, lo + 5000))
+            ]
+        )
 
 
 async def measure(url: str, n: int, rounds: int) -> None:
@@ -30,36 +66,8 @@ async def measure(url: str, n: int, rounds: int) -> None:
     portal = f"bench-{n}"
     have = await assets.count_documents({"portal_id": portal})
     if have < n:
-        rng = np.random.default_rng(0)
-        hashes = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)
-        base = datetime(2020, 1, 1, tzinfo=UTC)
         start = time.perf_counter()
-        for lo in range(have, n, 5000):
-            await assets.insert_many(
-                [
-                    {
-                        "portal_id": portal,
-                        "asset_id": f"a{i}",
-                        "state": "hashed",
-                        "phash_i64": int(hashes[i]),
-                        "phash": f"{int(hashes[i]) & (2**64 - 1):016x}",
-                        "pixels": 12_000_000,
-                        "width": 4000,
-                        "height": 3000,
-                        "title": f"asset {i}",
-                        "uploaded_at": base + timedelta(seconds=i),
-                        # what the verified matcher reads (hash version 3 documents)
-                        "variants": rng.bytes(32),
-                        "centre_i64": int(hashes[i - 1]),
-                        "crops": rng.bytes(72),
-                        "signature": rng.bytes(1024),
-                        "low_detail": False,
-                        "sha256": f"{i:064x}",
-                        "pixels_sha256": None,
-                    }
-                    for i in range(lo, min(n, lo + 5000))
-                ]
-            )
+        await seed(assets, portal, n, have)
         print(f"seeded {n - have:,} assets in {time.perf_counter() - start:.1f} s")
     for rule in ("phash", "verified"):
         best = 0.0

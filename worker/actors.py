@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,7 @@ from schemas.messages import (
 )
 from worker import deletion, grouping, matching, pages
 from worker.broker import build_broker
+from worker.budget import DecodeBudget
 from worker.config import get_settings
 from worker.errors import (
     ImageError,
@@ -178,6 +180,12 @@ def _contract_actor(
 
             try:
                 _loop().run_coroutine(in_context())
+            except Deferred as later:
+                # Not a failure and not a retry: the same message, back in line a little later.
+                assert message is not None
+                broker.enqueue(message.copy(), delay=later.delay_ms)
+                log.info("%s message %s deferred: %s", route.actor_name, message.message_id, later)
+                return
             except PermanentError:
                 raise  # its outcome was published where it was raised
             except (Exception, TimeLimitExceeded) as e:
@@ -238,6 +246,21 @@ def _short(error: BaseException) -> str:
     return detail if len(detail) <= DETAIL_CHARS else detail[: DETAIL_CHARS - 3] + "..."
 
 
+class Deferred(Exception):
+    """Raised by a handler that must not run now: its message is enqueued again with a delay
+    and acknowledged, without counting as an attempt."""
+
+    def __init__(self, why: str, delay_ms: int) -> None:
+        super().__init__(why)
+        self.delay_ms = delay_ms
+
+
+#: How long a search of a portal whose search slots are all taken waits before it asks again
+#: (plus up to as much again at random, so that a backlog does not ask in lockstep). Short: a
+#: slot left free until the next ask is time the portal's backlog loses.
+SEARCH_RETRY_DELAY_MS = 250
+
+
 def _loop() -> Any:
     loop_thread = get_event_loop_thread()
     if loop_thread is None:
@@ -253,7 +276,11 @@ def _asset_failed(ids: dict[str, str], reason: str, detail: str) -> Event:
 
 
 def _read_and_hash(
-    source: str, limits: FetchLimits, max_pixels: int, known_sha256: str | None
+    source: str,
+    limits: FetchLimits,
+    max_pixels: int,
+    known_sha256: str | None,
+    budget: DecodeBudget,
 ) -> tuple[str, HashedImage | None]:
     """Runs on a hashing thread: the bytes' checksum, and their hash unless they are known."""
     with HASHING.busy():
@@ -261,7 +288,9 @@ def _read_and_hash(
         checksum = sha256_hex(data)
         if checksum == known_sha256:
             return checksum, None
-        return checksum, hash_image(data, max_pixels=max_pixels, sha256=checksum)
+        return checksum, hash_image(
+            data, max_pixels=max_pixels, sha256=checksum, admit=budget.reserve
+        )
 
 
 async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
@@ -286,7 +315,13 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
     started = time.perf_counter()
     try:
         _checksum, image = await asyncio.get_running_loop().run_in_executor(
-            rt.hash_pool, _read_and_hash, upload.source, limits, rt.settings.max_pixels, known
+            rt.hash_pool,
+            _read_and_hash,
+            upload.source,
+            limits,
+            rt.settings.max_pixels,
+            known,
+            rt.decode_budget,
         )
     except (ImageError, SourceError) as e:
         ASSETS_FAILED.labels(e.reason).inc()
@@ -392,7 +427,25 @@ def _request_failed(ids: dict[str, str], reason: str, detail: str) -> Event:
 
 @_contract_actor(FindDuplicates, _request_failed, ("request_id", "portal_id"))
 async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> None:
-    """Answer with the duplicate sets in scope, paged, in the asset bank's order."""
+    """Answer with the duplicate sets in scope, paged, in the asset bank's order; at most
+    `searches_per_portal` searches of one portal at a time (the others wait their turn)."""
+    slots = rt.settings.searches_per_portal
+    if slots == 0:
+        await _search(request, rt, delivery)
+        return
+    owner = uuid.uuid4().hex
+    ttl_ms = rt.settings.command_lock_ttl_ms
+    async with rt.store.search_slot(request.portal_id, owner, slots=slots, ttl_ms=ttl_ms) as ok:
+        if ok:
+            await _search(request, rt, delivery)
+            return
+    raise Deferred(
+        f"portal {request.portal_id} has {slots} searches running",
+        SEARCH_RETRY_DELAY_MS + random.randrange(SEARCH_RETRY_DELAY_MS),
+    )
+
+
+async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> None:
     started = time.perf_counter()
     rule, max_distance = _rule(rt, request.match, request.max_distance)
     candidates = await rt.store.candidates(

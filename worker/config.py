@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     """Images with more pixels are refused as `too_large` before decoding (decompression bombs)."""
     max_source_bytes: Annotated[int, Field(ge=1)] = 256 * 1024 * 1024
     """Sources larger than this are refused as `too_large` without reading them whole."""
+    decode_memory_mb: Annotated[int, Field(ge=16)] = 768
+    """Memory the decodes of one worker process may hold at once, by estimate: an image that
+    needs more is `too_large`; one that does not fit beside the decodes in progress waits a
+    moment, then is retried (`memory_busy`). Sized so that two processes fit a 2 GiB container
+    with every image under `max_pixels` (150 M RGBA pixels need about 750 MB)."""
     fetch_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """Deadline for reading one source in full (a server that streams forever is cut off)."""
     fetch_connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
@@ -92,6 +97,10 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     """Worker logs: one JSON object per line, or Dramatiq's plain text."""
 
+    searches_per_portal: Annotated[int, Field(ge=0, le=64)] = 1
+    """Searches of one portal that run at once, across every worker process; a portal's
+    further searches wait in the delay queue for their turn, so its backlog never takes the
+    threads that other portals' searches need (0 = no cap)."""
     page_size: Annotated[int, Field(ge=1, le=500)] = 500
     """Duplicate sets per `duplicates.found` message."""
     log_level: str = "INFO"

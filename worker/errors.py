@@ -13,7 +13,8 @@
     └── TransientError          retry with backoff: the same message may well succeed later
         ├── SourceUnavailable   timeouts, connection errors, 5xx and 429 from the source
         ├── StoreUnavailable    MongoDB unreachable or timing out
-        └── PublishFailed       RabbitMQ did not confirm a result event
+        ├── PublishFailed       RabbitMQ did not confirm a result event
+        └── MemoryBusy          the process's decode budget has no room for the image now
 
 Actors declare `throws=(PermanentError,)` so Dramatiq dead-letters those at once instead of
 retrying; anything else (a bug) is retried a bounded number of times and then dead-lettered.
@@ -114,3 +115,9 @@ class PublishFailed(TransientError):
     """RabbitMQ did not confirm a result event."""
 
     reason = "publish_failed"
+
+
+class MemoryBusy(TransientError):
+    """Decoding this image now would take the process over its decode memory budget."""
+
+    reason = "memory_busy"

@@ -14,17 +14,20 @@ state: bytes in, facts out.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from worker.errors import TooLarge, UnreadableImage, UnsupportedFormat
+from worker.errors import DupfinderError, TooLarge, UnreadableImage, UnsupportedFormat
 from worker.fingerprint import CENTRE_BORDER, SIGNATURE_SIDE, Fingerprint, fingerprint
 from worker.shrink import SIDE, shrink
 
@@ -148,7 +151,40 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> HashedImage:
+Admit = Callable[[int], AbstractContextManager[object]]
+"""Holds an estimated number of bytes of decode memory for a block (a `DecodeBudget.reserve`)."""
+
+
+def _admit_all(needed: int) -> AbstractContextManager[object]:
+    return contextlib.nullcontext()
+
+
+#: Conversions that would make a full-size copy in a wide mode (16-bit scaling, alpha over the
+#: background) run over bands of rows of about this many bytes, into one greyscale image.
+BAND_BYTES = 4 * 1024 * 1024
+
+#: Bytes a pixel takes in Pillow's memory, by mode (RGB is stored in four, like RGBA).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decode_bytes(mode: str, size: tuple[int, int], *, transposed: bool) -> int:
+    """Peak bytes that hashing an image of this decoded mode and size holds (`hash_image`).
+
+    The decoded image, plus the larger of: its greyscale copy and that copy turned upright, or
+    (for the pixel checksum of a low-detail image) the decoded image turned upright; plus the
+    bands conversions work in and the box reduction's output.
+    """
+    pixels = size[0] * size[1]
+    decoded = pixels * _PIXEL_BYTES.get(mode, 4)
+    gray = 0 if mode == "L" else pixels
+    hashing = gray + (pixels if transposed else 0)
+    checksum = decoded if transposed else 0
+    return decoded + max(hashing, checksum) + pixels // 4 + 4 * BAND_BYTES
+
+
+def hash_image(
+    data: bytes, *, max_pixels: int, sha256: str | None = None, admit: Admit = _admit_all
+) -> HashedImage:
     """Hash `data` as fast as its decoder allows, refusing what cannot or must not be decoded.
 
     JPEGs are decoded at a reduced DCT scale (never below `REDUCED_MIN_SIDE`), other formats in
@@ -157,6 +193,9 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
     bytes, `UnsupportedFormat` for image formats this build cannot decode, and `TooLarge` when
     the header announces more than `max_pixels` pixels (checked before any pixel is decoded,
     which is what defuses decompression bombs).
+
+    Every decode runs inside `admit(estimated bytes)` (`decode_bytes`), which may refuse or
+    delay it: how a worker keeps its decodes within a memory budget.
     """
     if not data:
         raise UnreadableImage("the source is empty (0 bytes)")
@@ -171,6 +210,7 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
         raise UnreadableImage("not an image format Pillow can identify") from e
     except Exception as e:  # Pillow raises many types on corrupt headers: all are the file's fault
         raise UnreadableImage(f"corrupt image header: {type(e).__name__}: {e}") from e
+    pixels_sha256 = None
     with image:
         width, height = image.size
         if width * height > max_pixels:
@@ -178,18 +218,25 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
                 f"{width} x {height} = {width * height} pixels exceeds the limit of {max_pixels}"
             )
         fmt = image.format or "unknown"
-        try:
+        with _decoding(fmt):
             decoder = _reduce_decoding(image)
-            transpose = _ORIENTATION.get(image.getexif().get(_EXIF_ORIENTATION, 1))
+            guess = _orientation_unloaded(image)
+            reserved = decode_bytes(image.mode, image.size, transposed=guess is not None)
+            with admit(reserved):
+                image.load()
+                transpose = _ORIENTATION.get(image.getexif().get(_EXIF_ORIENTATION, 1))
+                more = decode_bytes(image.mode, image.size, transposed=transpose is not None)
+                with admit(more - reserved) if more > reserved else contextlib.nullcontext():
+                    prints = fingerprint(_phash_input(image, transpose))
+                    if prints.low_detail and decoder == "full":  # this decode is full-size
+                        pixels_sha256 = _pixels_sha256(image, transpose)
             if transpose in _QUARTER_TURNS:
                 width, height = height, width
-            prints = fingerprint(_phash_input(image, transpose))
-        except OSError as e:
-            if "ghostscript" in str(e).lower():
-                raise UnsupportedFormat(f"{fmt} needs Ghostscript, which is not installed") from e
-            raise UnreadableImage(f"cannot decode {fmt} pixel data: {e}") from e
-        except Exception as e:  # truncated or corrupt pixel data surfaces here, in many types
-            raise UnreadableImage(f"cannot decode {fmt} pixel data: {type(e).__name__}: {e}") from e
+    if prints.low_detail and pixels_sha256 is None:
+        with Image.open(io.BytesIO(data)) as full, _decoding(fmt):
+            needed = decode_bytes(full.mode, full.size, transposed=transpose is not None)
+            with admit(needed):
+                pixels_sha256 = _pixels_sha256(full, transpose)
     return HashedImage(
         phash=prints.phash,
         width=width,
@@ -199,21 +246,56 @@ def hash_image(data: bytes, *, max_pixels: int, sha256: str | None = None) -> Ha
         size_bytes=len(data),
         decoder=decoder,
         fingerprint=prints,
-        pixels_sha256=_pixels_sha256(data) if prints.low_detail else None,
+        pixels_sha256=pixels_sha256,
     )
 
 
-def _pixels_sha256(data: bytes) -> str:
-    """Checksum of the fully decoded, upright RGB pixels and their size.
+@contextlib.contextmanager
+def _decoding(fmt: str) -> Iterator[None]:
+    """Sort what decoding raises: ours pass through, Pillow's many types become the file's."""
+    try:
+        yield
+    except DupfinderError:
+        raise
+    except OSError as e:
+        if "ghostscript" in str(e).lower():
+            raise UnsupportedFormat(f"{fmt} needs Ghostscript, which is not installed") from e
+        raise UnreadableImage(f"cannot decode {fmt} pixel data: {e}") from e
+    except Exception as e:  # truncated or corrupt pixel data surfaces here, in many types
+        raise UnreadableImage(f"cannot decode {fmt} pixel data: {type(e).__name__}: {e}") from e
 
-    Decodes a second time, in full: paid only for low-detail images, whose hashes cannot tell
-    them apart, so identical pixels are the only evidence left.
+
+def _bands(size: tuple[int, int]) -> Iterator[tuple[int, int, int, int]]:
+    """Boxes of whole rows, about `BAND_BYTES` each at four bytes a pixel, top to bottom."""
+    width, height = size
+    rows = max(1, BAND_BYTES // (4 * max(width, 1)))
+    for top in range(0, height, rows):
+        yield 0, top, width, min(height, top + rows)
+
+
+def _pixels_sha256(image: Image.Image, transpose: Image.Transpose | None) -> str:
+    """Checksum of the full-size, upright RGB pixels and their size.
+
+    Paid only for low-detail images, whose hashes cannot tell them apart, so identical pixels
+    are the only evidence left. The RGB rows are made and digested a band at a time, never as
+    one full-size copy.
     """
-    with Image.open(io.BytesIO(data)) as image:
-        upright = ImageOps.exif_transpose(image).convert("RGB")
-        digest = hashlib.sha256(f"{upright.width}x{upright.height}:".encode())
-        digest.update(upright.tobytes())
-        return digest.hexdigest()
+    upright = image if transpose is None else image.transpose(transpose)
+    digest = hashlib.sha256(f"{upright.width}x{upright.height}:".encode())
+    for box in _bands(upright.size):
+        digest.update(upright.crop(box).convert("RGB").tobytes())
+    return digest.hexdigest()
+
+
+def _orientation_unloaded(image: Image.Image) -> Image.Transpose | None:
+    """The EXIF orientation's transposition, as far as it is known before any pixel is decoded.
+
+    Pillow decodes a whole PNG to look for EXIF data after the pixels, so a PNG without EXIF
+    ahead of them is taken as upright until it has been decoded (inside its reservation).
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return None
+    return _ORIENTATION.get(image.getexif().get(_EXIF_ORIENTATION, 1))
 
 
 def _reduce_decoding(image: Image.Image) -> str:
@@ -226,6 +308,38 @@ def _reduce_decoding(image: Image.Image) -> str:
     return "jpeg-draft"
 
 
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+
+
+def _to_gray(image: Image.Image) -> Image.Image:
+    """The image in greyscale as imagehash sees it, with at most one full-size copy (the
+    greyscale image itself): 16-bit scaling and alpha compositing go band by band.
+
+    16-bit greyscale would be clipped to white by a plain conversion, so it is scaled to 8 bits
+    first; transparent pixels are composited over `ALPHA_BACKGROUND`. Both are pointwise, so
+    the bands give the bits of the whole.
+    """
+    if image.mode == "L":
+        return image
+    high_bit, alpha = image.mode in _HIGH_BIT_MODES, _has_alpha(image)
+    if not (high_bit or alpha):
+        return image.convert("L")
+    gray = Image.new("L", image.size)
+    for box in _bands(image.size):
+        band = image.crop(box)
+        if high_bit:
+            band = band.convert("I").point(lambda value: value * (1 / 256))
+        if alpha:
+            rgba = band.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (ALPHA_BACKGROUND,) * 3 + (255,))
+            band = Image.alpha_composite(background, rgba)
+        gray.paste(band.convert("L"), box[:2])
+    return gray
+
+
 def _phash_input(image: Image.Image, transpose: Image.Transpose | None) -> NDArray[np.uint8]:
     """The 32 x 32 greyscale image imagehash's pHash transforms, reached cheaply.
 
@@ -235,16 +349,7 @@ def _phash_input(image: Image.Image, transpose: Image.Transpose | None) -> NDArr
     `BOX_MIN_SIDE` (Pillow's `reducing_gap`) and Lanczos-resampled exactly as imagehash does,
     by Pillow's arithmetic compiled (`shrink`).
     """
-    if image.mode in _HIGH_BIT_MODES:
-        # 16-bit greyscale would be clipped to white by a plain conversion: scale it down.
-        image = image.convert("I").point(lambda value: value * (1 / 256))
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (ALPHA_BACKGROUND,) * 3 + (255,))
-        image = Image.alpha_composite(background, rgba)
-    gray = image if image.mode == "L" else image.convert("L")
+    gray = _to_gray(image)
     if transpose is not None:
         gray = gray.transpose(transpose)
     if min(gray.size) < 2 * BOX_MIN_SIDE:  # nothing to gain: resample exactly as imagehash

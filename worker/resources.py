@@ -18,6 +18,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 from PIL import Image
 
+from worker.budget import DecodeBudget, MiB, tune_allocator
 from worker.compiled import compile_ahead
 from worker.config import Settings, get_settings
 from worker.results import ResultPublisher
@@ -34,6 +35,7 @@ class Runtime:
     store: AssetStore
     publisher: ResultPublisher
     hash_pool: ThreadPoolExecutor
+    decode_budget: DecodeBudget
 
 
 class Resources(Middleware):
@@ -64,6 +66,9 @@ class Resources(Middleware):
         # Pillow warns above this many pixels and refuses above twice as many; aligning it with
         # our own limit keeps its guard in step with the one `hashing` applies.
         Image.MAX_IMAGE_PIXELS = settings.max_pixels
+        # Decoded images are large and short-lived: map them on their own, so that freeing one
+        # gives its memory back to the system (the process returns to its idle size).
+        tune_allocator()
         # The shrink and search loops are compiled (Numba): load them from the cache, or compile
         # them, here rather than in the first upload or search this process handles.
         started = time.perf_counter()
@@ -80,6 +85,7 @@ class Resources(Middleware):
             hash_pool=ThreadPoolExecutor(
                 settings.hash_threads, thread_name_prefix="dupfinder-hash"
             ),
+            decode_budget=DecodeBudget(settings.decode_memory_mb * MiB),
         )
 
     @staticmethod

@@ -182,16 +182,17 @@ def test_a_link_swapped_after_the_check_cannot_lead_outside_the_root(
     secret.write_bytes(b"secret")
     swap = root / "swap.jpg"
     swap.symlink_to(root / "inside.jpg")
-    real_open = os.open
+    real_realpath = os.path.realpath
 
-    def open_after_a_swap(path: Any, flags: int, *args: Any) -> int:
-        # The race, made certain: the name passed the root check, then the link moves out.
-        if Path(path) == swap:
+    def swapped_after_the_check(path: Any, *args: Any, **kwargs: Any) -> str:
+        # The race, made certain: the name is checked while it leads inside, then it moves out.
+        resolved = real_realpath(path, *args, **kwargs)
+        if str(path) == str(swap):
             swap.unlink()
             swap.symlink_to(secret)
-        return real_open(path, flags, *args)
+        return resolved
 
-    monkeypatch.setattr(os, "open", open_after_a_swap)
+    monkeypatch.setattr(os.path, "realpath", swapped_after_the_check)
     with pytest.raises(SourceRefused, match="outside the configured source roots"):
         fetch(str(swap), FetchLimits(1000, 2, 1, roots=(root.resolve(),)))
 

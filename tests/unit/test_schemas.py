@@ -52,6 +52,31 @@ def test_bad_uploads_are_refused(changes: dict[str, Any]) -> None:
         AssetUploaded.model_validate(upload(**changes))
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"portal_id": "acme\x1b[2J"}, "portal_id"),
+        ({"asset_id": "a\r\x1b[1A"}, "asset_id"),
+        ({"portal_id": "acme\u202egpj.exe"}, "portal_id"),
+        ({"asset_id": "a\x85b"}, "asset_id"),
+        ({"tags": ["ok", "t\x00ag"]}, "tags.1"),
+    ],
+)
+def test_ids_and_tags_refuse_control_characters_with_a_clear_reason(
+    changes: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        AssetUploaded.model_validate(upload(**changes))
+    (error,) = refused.value.errors()
+    assert ".".join(str(p) for p in error["loc"]) == field
+    assert "must not contain control characters" in error["msg"]
+
+
+def test_ids_keep_inner_blanks_and_any_script() -> None:
+    parsed = AssetUploaded.model_validate(upload(portal_id="Acme Corp_1", asset_id="Ünïcode 写真"))
+    assert (parsed.portal_id, parsed.asset_id) == ("Acme Corp_1", "Ünïcode 写真")
+
+
 def test_find_duplicates_defaults_and_bounds() -> None:
     request = FindDuplicates.model_validate({"request_id": "r", "portal_id": "p"})
     assert (request.sort.field, request.sort.order, request.max_distance) == (
