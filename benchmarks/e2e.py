@@ -48,7 +48,7 @@ def end_to_end(n: int, files: list[Path], pure_rate: float) -> float:
         channel = connection.channel()
         channel.exchange_declare(RESULTS_EXCHANGE, exchange_type="topic", durable=True)
         results = channel.queue_declare("", exclusive=True).method.queue
-        channel.queue_bind(results, RESULTS_EXCHANGE, routing_key="asset.*")
+        channel.queue_bind(results, RESULTS_EXCHANGE, routing_key="*.asset.*")
         publisher = PortalPublisher(services.AMQP_URL)
         portal = f"bench-{uuid.uuid4().hex[:8]}"
         # warm-up: one upload, so worker start-up is not counted
@@ -96,7 +96,7 @@ def _wait_hashed(channel: object, queue: str, portal: str, count: int, seconds: 
             channel.basic_ack(method.delivery_tag)  # type: ignore[attr-defined]
             event = json.loads(body)
             if event.get("portal_id") == portal:
-                if method.routing_key != "asset.hashed":
+                if method.routing_key != f"{portal}.asset.hashed":
                     raise RuntimeError(f"upload failed: {event}")
                 seen += 1
         if seen >= count:

@@ -129,12 +129,13 @@ class Portal:
             connection.close()
 
     def events(self, until: Callable[[str, dict[str, Any]], bool], seconds: float) -> None:
-        """Read events (routing key, body) until `until` says done; fail after `seconds`."""
+        """Read events (event type, body) until `until` says done; fail after `seconds`."""
         deadline = time.monotonic() + seconds
         for method, _props, body in self.channel.consume(self.queue, inactivity_timeout=0.05):
             if method is not None:
                 self.channel.basic_ack(method.delivery_tag)
-                if until(method.routing_key, json.loads(body)):
+                kind = method.routing_key.split(".", 1)[1]  # `<portal_id>.<event type>`
+                if until(kind, json.loads(body)):
                     self.channel.cancel()
                     return
             elif time.monotonic() > deadline:

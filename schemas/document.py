@@ -25,7 +25,7 @@ from schemas.contract import (
     CONTRACT_VERSION,
     RESULTS_EXCHANGE,
     ActorRoute,
-    queue_arguments,
+    queue_declarations,
 )
 from schemas.envelope import EnvelopeOptions
 
@@ -76,6 +76,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "reason": "unreadable_image",
         "detail": "cannot decode JPEG pixel data: image file is truncated",
     },
+    "AssetRemovalStored": {"portal_id": "acme", "asset_id": "42"},
     "DuplicatesFound": {
         "request_id": "r-7",
         "portal_id": "acme",
@@ -144,6 +145,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
 
 _REF = "#/components/schemas/{model}"
 
+#: Which events answer each payload: its outcome, then its failure.
+REPLIES: dict[str, tuple[str, ...]] = {
+    "AssetUploaded": ("AssetHashed", "AssetFailed"),
+    "AssetRemoved": ("AssetRemovalStored", "AssetFailed"),
+    "FindDuplicates": ("DuplicatesFound", "RequestFailed"),
+    "MakeOriginal": ("OriginalChanged", "CommandRejected"),
+    "DeleteDuplicates": ("DuplicatesDeleted", "CommandRejected"),
+}
+
 
 def _schemas() -> dict[str, Any]:
     models: list[type[BaseModel]] = [*PAYLOADS, *events.ALL_EVENTS, EnvelopeOptions]
@@ -151,10 +161,12 @@ def _schemas() -> dict[str, Any]:
     return dict(top["$defs"])
 
 
-def _envelope_schema(payload: type[messages.Payload], route: ActorRoute) -> dict[str, Any]:
+def _envelope_schema(
+    name: str, payload: type[messages.Payload], route: ActorRoute, ref: str = _REF
+) -> dict[str, Any]:
     return {
         "type": "object",
-        "title": f"{payload.__name__}Envelope",
+        "title": f"{name}Envelope",
         "description": (
             f"Dramatiq envelope carrying one {payload.__name__} to `{route.actor_name}`."
         ),
@@ -175,10 +187,10 @@ def _envelope_schema(payload: type[messages.Payload], route: ActorRoute) -> dict
                 "type": "array",
                 "minItems": 1,
                 "maxItems": 1,
-                "prefixItems": [{"$ref": _REF.format(model=payload.__name__)}],
+                "prefixItems": [{"$ref": ref.format(model=payload.__name__)}],
             },
             "kwargs": {"type": "object", "maxProperties": 0},
-            "options": {"$ref": _REF.format(model="EnvelopeOptions")},
+            "options": {"$ref": ref.format(model="EnvelopeOptions")},
             "message_id": {
                 "type": "string",
                 "minLength": 1,
@@ -206,11 +218,9 @@ def asyncapi() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     components_messages: dict[str, Any] = {}
-    inbound = [(p.__name__, p, ACTORS[p.__name__]) for p in PAYLOADS]
-    inbound.append(("AssetUploadedBackfill", messages.AssetUploaded, BACKFILL_ROUTE))
-    for name, payload, route in inbound:
+    for name, payload, route in _inbound():
         channel = route.queue_name.split(".", 1)[1]
-        schemas[f"{name}Envelope"] = _envelope_schema(payload, route)
+        schemas[f"{name}Envelope"] = _envelope_schema(name, payload, route)
         components_messages[name] = {
             "name": name,
             "title": name,
@@ -231,7 +241,7 @@ def asyncapi() -> dict[str, Any]:
                     },
                 }
             ],
-            "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}},
+            "bindings": {"amqp": {"messageType": route.actor_name, "bindingVersion": "0.3.0"}},
         }
         channels.setdefault(
             channel,
@@ -252,7 +262,8 @@ def asyncapi() -> dict[str, Any]:
                         "bindingVersion": "0.3.0",
                     }
                 },
-                "x-queue-arguments": queue_arguments(route.queue_name),
+                # Every queue behind this one, with its exact declaration arguments.
+                "x-queue-declarations": queue_declarations(route.queue_name),
             },
         )
         channels[channel]["messages"][name] = {"$ref": f"#/components/messages/{name}"}
@@ -261,10 +272,20 @@ def asyncapi() -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{channel}"},
             "summary": f"The portal publishes {payload.__name__} for `{route.actor_name}`.",
             "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"}],
+            "reply": {
+                "channel": {"$ref": "#/channels/results"},
+                "messages": [
+                    {"$ref": f"#/channels/results/messages/{answer}"}
+                    for answer in REPLIES[payload.__name__]
+                ],
+            },
+            # Persistent, and returned if no queue takes it (with publisher confirms).
+            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
         }
     channels["results"] = {
         "address": RESULTS_EXCHANGE,
-        "description": "Durable topic exchange; the routing key is the event type.",
+        "description": "Durable topic exchange; the routing key of every event is "
+        "`<portal_id>.<event type>`, so a portal binds `<portal_id>.#`.",
         "messages": {},
         "bindings": {
             "amqp": {
@@ -284,20 +305,26 @@ def asyncapi() -> dict[str, Any]:
         name = event.__name__
         components_messages[name] = {
             "name": name,
-            "title": event.routing_key,
+            "title": event.event_type,
             "summary": (event.__doc__ or "").strip().splitlines()[0],
             "contentType": "application/json",
             "payload": {"$ref": _REF.format(model=name)},
             "examples": [{"name": "example", "payload": _checked_example(name)}],
-            "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}},
+            "bindings": {"amqp": {"messageType": event.event_type, "bindingVersion": "0.3.0"}},
         }
         channels["results"]["messages"][name] = {"$ref": f"#/components/messages/{name}"}
         operations[f"receive{name}"] = {
             "action": "receive",
             "channel": {"$ref": "#/channels/results"},
-            "summary": f"The portal reads `{event.routing_key}` events.",
+            "summary": f"The portal reads `<portal_id>.{event.event_type}` events.",
             "messages": [{"$ref": f"#/channels/results/messages/{name}"}],
-            "bindings": {"amqp": {"cc": [event.routing_key], "bindingVersion": "0.3.0"}},
+            "bindings": {
+                "amqp": {
+                    "cc": [f"{{portal_id}}.{event.event_type}"],
+                    "deliveryMode": 2,
+                    "bindingVersion": "0.3.0",
+                }
+            },
         }
     return {
         "asyncapi": "3.0.0",
@@ -318,14 +345,35 @@ def asyncapi() -> dict[str, Any]:
     }
 
 
+def _inbound() -> list[tuple[str, type[messages.Payload], ActorRoute]]:
+    """(message name, payload model, route) of everything a portal publishes."""
+    inbound = [(p.__name__, p, ACTORS[p.__name__]) for p in PAYLOADS]
+    inbound.append(("AssetUploadedBackfill", messages.AssetUploaded, BACKFILL_ROUTE))
+    return inbound
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """A standalone JSON Schema (2020-12) of every payload and event, by model name."""
+    """A standalone JSON Schema (2020-12) of every payload, event and envelope, by name.
+
+    An envelope's schema (`<Name>Envelope`) is the whole message a portal publishes, its
+    payload included, checked as strictly as the worker checks it.
+    """
     result = {}
     for model in (*PAYLOADS, *events.ALL_EVENTS):
         schema = model.model_json_schema()
         result[model.__name__] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             **schema,
+        }
+    local = "#/$defs/{model}"
+    for name, payload, route in _inbound():
+        _, top = models_json_schema(
+            [(payload, "validation"), (EnvelopeOptions, "validation")], ref_template=local
+        )
+        result[f"{name}Envelope"] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            **_envelope_schema(name, payload, route, local),
+            "$defs": top["$defs"],
         }
     return result
 

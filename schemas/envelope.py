@@ -13,6 +13,7 @@ import uuid
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from schemas.contract import ACTORS, ActorRoute
 
@@ -28,13 +29,14 @@ class EnvelopeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    retries: Annotated[StrictInt, Field(ge=0)] | None = None
+    # Optional but never null, in the model and in its JSON Schema alike (`SkipJsonSchema`).
+    retries: Annotated[StrictInt, Field(ge=0)] | SkipJsonSchema[None] = None
     """How many times the worker has retried this message."""
-    traceback: StrictStr | None = None
+    traceback: StrictStr | SkipJsonSchema[None] = None
     """The traceback of the last failed attempt."""
-    requeue_timestamp: StrictInt | None = None
+    requeue_timestamp: StrictInt | SkipJsonSchema[None] = None
     """When the last retry was enqueued, ms since the epoch."""
-    eta: StrictInt | None = None
+    eta: StrictInt | SkipJsonSchema[None] = None
     """When a delayed retry becomes due, ms since the epoch."""
 
     @model_validator(mode="before")

@@ -1,6 +1,8 @@
 """Events the worker publishes to the `dupfinder.results` topic exchange.
 
-The routing key of each event is its `routing_key`; the body is `model_dump(mode="json")`.
+The routing key of each event is `<portal_id>.<event_type>` (its `routing_key`), so a portal
+binds `<portal_id>.#` and RabbitMQ's topic permissions can keep it to its own events; the body is
+`model_dump(mode="json")`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.contract import result_routing_key
 from schemas.messages import MatchRule
 
 Phash = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
@@ -19,13 +22,19 @@ class Event(BaseModel):
     """Common configuration of every result event."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-    routing_key: ClassVar[str]
+    event_type: ClassVar[str]
+    portal_id: str
+
+    @property
+    def routing_key(self) -> str:
+        """Where this event is published: `<portal_id>.<event_type>`."""
+        return result_routing_key(self.portal_id, self.event_type)
 
 
 class AssetHashed(Event):
     """An asset's image was read and hashed (also re-published on replays)."""
 
-    routing_key: ClassVar[str] = "asset.hashed"
+    event_type: ClassVar[str] = "asset.hashed"
     portal_id: str
     """The tenant."""
     asset_id: str
@@ -38,17 +47,54 @@ class AssetHashed(Event):
     """Height in pixels, after EXIF orientation."""
 
 
-FailureReason = str
-"""A stable machine code: `invalid_message`, `source_not_found`, `source_refused`,
-`source_unavailable`, `store_unavailable`, `publish_failed`, `unreadable_image`,
-`unsupported_format`, `too_large`, `asset_deleted`, `internal_error` (an unforeseen fault that
-outlasted every retry; `detail` names it)."""
+class AssetRemovalStored(Event):
+    """An `asset-removed` is stored: the asset leaves every later search, and no later upload
+    brings it back (re-published on replays)."""
+
+    event_type: ClassVar[str] = "asset.removed"
+    portal_id: str
+    """The tenant."""
+    asset_id: str
+    """The asset removed."""
+
+
+FailureReason = Literal[
+    "invalid_message",
+    "source_not_found",
+    "source_refused",
+    "source_unavailable",
+    "store_unavailable",
+    "publish_failed",
+    "memory_busy",
+    "unreadable_image",
+    "unsupported_format",
+    "too_large",
+    "asset_deleted",
+    "internal_error",
+]
+"""Why an upload failed: the payload broke the contract; the source is missing, refused, or
+kept failing; the database or RabbitMQ kept failing; the decode memory stayed taken; the bytes
+are no image, one this build cannot decode, or too large; the asset is deleted; or an unforeseen
+fault outlasted every retry (`detail` names it)."""
+
+RequestFailure = Literal["invalid_message", "store_unavailable", "publish_failed", "internal_error"]
+"""Why a search failed."""
+
+CommandFailure = Literal[
+    "invalid_message",
+    "asset_not_found",
+    "original_not_found",
+    "store_unavailable",
+    "publish_failed",
+    "internal_error",
+]
+"""Why a command was refused as a whole."""
 
 
 class AssetFailed(Event):
     """An upload could not be hashed; the asset is marked failed with the same reason."""
 
-    routing_key: ClassVar[str] = "asset.failed"
+    event_type: ClassVar[str] = "asset.failed"
     portal_id: str
     """The tenant."""
     asset_id: str
@@ -108,7 +154,7 @@ class DuplicateSet(BaseModel):
 class DuplicatesFound(Event):
     """One page of the answer to a `find-duplicates` request."""
 
-    routing_key: ClassVar[str] = "duplicates.found"
+    event_type: ClassVar[str] = "duplicates.found"
     request_id: str
     """The request this answers."""
     portal_id: str
@@ -130,14 +176,13 @@ class DuplicatesFound(Event):
 class RequestFailed(Event):
     """A `find-duplicates` request could not be answered."""
 
-    routing_key: ClassVar[str] = "request.failed"
+    event_type: ClassVar[str] = "request.failed"
     request_id: str
     """The failed request, when it could be read."""
     portal_id: str
     """The tenant."""
-    reason: str
-    """Stable machine code: `invalid_message`, `store_unavailable`, `publish_failed`,
-    `internal_error` (an unforeseen fault that outlasted every retry)."""
+    reason: RequestFailure
+    """Stable machine code (see `RequestFailure`)."""
     detail: str
     """Human-readable explanation."""
 
@@ -145,7 +190,7 @@ class RequestFailed(Event):
 class OriginalChanged(Event):
     """A `make-original` command took effect."""
 
-    routing_key: ClassVar[str] = "original.changed"
+    event_type: ClassVar[str] = "original.changed"
     command_id: str
     """The command."""
     portal_id: str
@@ -171,7 +216,7 @@ class Rejection(BaseModel):
 class DuplicatesDeleted(Event):
     """A `delete-duplicates` command took effect; the portal removes the deleted files."""
 
-    routing_key: ClassVar[str] = "duplicates.deleted"
+    event_type: ClassVar[str] = "duplicates.deleted"
     command_id: str
     """The command."""
     portal_id: str
@@ -187,14 +232,13 @@ class DuplicatesDeleted(Event):
 class CommandRejected(Event):
     """A command was refused as a whole."""
 
-    routing_key: ClassVar[str] = "command.rejected"
+    event_type: ClassVar[str] = "command.rejected"
     command_id: str
     """The command, when it could be read."""
     portal_id: str
     """The tenant."""
-    reason: str
-    """Stable machine code: `invalid_message`, `asset_not_found`, `original_not_found`,
-    `store_unavailable`, `publish_failed`, `internal_error`."""
+    reason: CommandFailure
+    """Stable machine code (see `CommandFailure`)."""
     detail: str
     """Human-readable explanation."""
 
@@ -202,6 +246,7 @@ class CommandRejected(Event):
 ALL_EVENTS: tuple[type[Event], ...] = (
     AssetHashed,
     AssetFailed,
+    AssetRemovalStored,
     DuplicatesFound,
     RequestFailed,
     OriginalChanged,

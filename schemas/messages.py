@@ -7,12 +7,14 @@ match is a bug in the publisher, and guessing would hide it.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -20,12 +22,41 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
+
+from schemas.contract import PORTAL_ID_PATTERN
 
 #: Characters no id or tag may hold: C0 and C1 controls, DEL, and the bidirectional overrides
 #: and isolates, which can rewrite or disguise what an operator's terminal shows.
 _UNPRINTABLE = "\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
 _UNPRINTABLE_RE = re.compile(f"[{_UNPRINTABLE}]")
 _ID_PATTERN = rf"^[^\s{_UNPRINTABLE}]([^{_UNPRINTABLE}]*[^\s{_UNPRINTABLE}])?$"
+
+
+#: RFC 3339 date-times as the contract takes them: seconds and a timezone are required (what
+#: JSON Schema's `date-time` format asks), nothing looser: no numbers, no space for `T`.
+_TIMESTAMP_PATTERN = (
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):
+        return value  # from Python code; what travels as JSON is text
+    if isinstance(value, str) and re.fullmatch(_TIMESTAMP_PATTERN, value):
+        return value
+    raise ValueError(
+        "must be an RFC 3339 date-time with seconds and a timezone, e.g. 2026-11-25T09:30:00Z"
+    )
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339),
+    Field(json_schema_extra={"pattern": _TIMESTAMP_PATTERN}),
+]
+"""An instant: RFC 3339 text with seconds and a timezone."""
 
 
 def _printable(value: str) -> str:
@@ -39,9 +70,10 @@ def _printable(value: str) -> str:
 
 
 def _printable_id(value: str) -> str:
-    if value != value.strip():
+    _printable(value)
+    if not re.fullmatch(_ID_PATTERN, value):  # the schema's own pattern: the two never differ
         raise ValueError("must not begin or end with blanks")
-    return _printable(value)
+    return value
 
 
 Id = Annotated[
@@ -51,6 +83,10 @@ Id = Annotated[
 ]
 """A portal, asset, request or command id: opaque text, no surrounding blanks, no control
 characters."""
+
+PortalId = Annotated[StrictStr, Field(pattern=PORTAL_ID_PATTERN)]
+"""A tenant: 1-64 letters, digits, `-` and `_`. It starts the routing key of every result
+(`<portal_id>.<event>`), so it holds no dots and no topic wildcards."""
 
 Tag = Annotated[
     StrictStr,
@@ -67,6 +103,38 @@ the product dupfinder replaces). `verified`: candidates from the stored hashes, 
 mirrored and rotated image, each confirmed on its signature (see the README)."""
 
 
+#: What a source may start with: an absolute path, a `file:///` URL or an `http(s)://` URL.
+SOURCE_PATTERN = r"^(/|file:///|https?://)"
+
+
+def chosen_rule(
+    match: MatchRule | None,
+    max_distance: int | None,
+    *,
+    default_match: MatchRule,
+    default_max_distance: int,
+) -> tuple[MatchRule, int]:
+    """The rule and pHash radius a request asks for: a radius without a rule means `phash`
+    (the only rule a radius belongs to); what is absent comes from the defaults."""
+    if match is None:
+        match = "phash" if max_distance is not None else default_match
+    return match, max_distance if max_distance is not None else default_max_distance
+
+
+#: The same rule for JSON Schema: `match: "verified"` together with an integer `max_distance`.
+_RADIUS_ONLY_WITH_PHASH: JsonDict = {
+    "not": {
+        "required": ["match", "max_distance"],
+        "properties": {"match": {"const": "verified"}, "max_distance": {"type": "integer"}},
+    }
+}
+
+
+def _radius_only_with_phash(match: MatchRule | None, max_distance: int | None) -> None:
+    if match == "verified" and max_distance is not None:
+        raise ValueError("max_distance belongs to the phash rule; verified takes none")
+
+
 class Payload(BaseModel):
     """Common configuration of every inbound payload."""
 
@@ -76,11 +144,11 @@ class Payload(BaseModel):
 class AssetUploaded(Payload):
     """An asset was uploaded, or its metadata changed, or ops replay it for a backfill."""
 
-    portal_id: Id
+    portal_id: PortalId
     """The tenant. Every read and write is scoped by it."""
     asset_id: Id
     """The portal's id of the asset, unique within the portal."""
-    source: StrictStr
+    source: Annotated[StrictStr, Field(json_schema_extra={"pattern": SOURCE_PATTERN})]
     """Where to read the image bytes: an absolute path, a `file://` or an `http(s)://` URL."""
     title: Annotated[StrictStr, Field(max_length=4096)] = ""
     """Asset title, kept for display in duplicate sets and for text scopes."""
@@ -88,13 +156,13 @@ class AssetUploaded(Payload):
     """Asset description, kept like the title."""
     tags: Annotated[list[Tag], Field(max_length=1000)] = []
     """Asset tags, matched exactly by `tags_all` / `tags_any` scopes."""
-    uploaded_at: AwareDatetime
+    uploaded_at: Timestamp
     """When the asset was uploaded (ISO-8601 with a timezone); breaks ties between originals."""
 
     @field_validator("source")
     @classmethod
     def _source_is_absolute(cls, value: str) -> str:
-        if value.startswith("/") or value.startswith(("file:///", "http://", "https://")):
+        if re.match(SOURCE_PATTERN, value):
             return value
         raise ValueError("source must be an absolute path, a file:/// URL or an http(s):// URL")
 
@@ -102,7 +170,7 @@ class AssetUploaded(Payload):
 class AssetRemoved(Payload):
     """The portal deleted an asset by its own means: it leaves every later search."""
 
-    portal_id: Id
+    portal_id: PortalId
     """The tenant."""
     asset_id: Id
     """The asset that is gone."""
@@ -119,16 +187,10 @@ class Scope(Payload):
     """Assets carrying at least one of these tags."""
     text: Annotated[StrictStr, Field(min_length=1, max_length=1024)] | None = None
     """Case-insensitive substring of the title, the description or a tag."""
-    uploaded_from: AwareDatetime | None = None
+    uploaded_from: Timestamp | None = None
     """Uploaded at or after this instant."""
-    uploaded_to: AwareDatetime | None = None
+    uploaded_to: Timestamp | None = None
     """Uploaded at or before this instant."""
-
-    @model_validator(mode="after")
-    def _range_in_order(self) -> Scope:
-        if self.uploaded_from and self.uploaded_to and self.uploaded_from > self.uploaded_to:
-            raise ValueError("uploaded_from is after uploaded_to")
-        return self
 
 
 class Sort(Payload):
@@ -143,19 +205,27 @@ class Sort(Payload):
 class FindDuplicates(Payload):
     """A user opened the duplicate finder over a filter or search of the asset bank."""
 
+    model_config = ConfigDict(json_schema_extra=_RADIUS_ONLY_WITH_PHASH)
+
     request_id: Id
     """Echoed in the answer, so the portal can match pages to the request."""
-    portal_id: Id
+    portal_id: PortalId
     """The tenant."""
     scope: Scope = Scope()
     """The filter or search; empty = the whole portal."""
     sort: Sort = Sort()
     """The asset bank's current order."""
     match: MatchRule | None = None
-    """The matching rule; absent = the configured default (`verified` as shipped)."""
+    """The matching rule; absent = `phash` when `max_distance` is given, else the configured
+    default (`verified` as shipped)."""
     max_distance: MaxDistance | None = None
-    """`phash` rule only: largest Hamming distance to the original; absent = the configured
-    default."""
+    """`phash` rule only (refused with `verified`): largest Hamming distance to the original;
+    absent = the configured default."""
+
+    @model_validator(mode="after")
+    def _radius_with_its_rule(self) -> FindDuplicates:
+        _radius_only_with_phash(self.match, self.max_distance)
+        return self
 
 
 class MakeOriginal(Payload):
@@ -163,7 +233,7 @@ class MakeOriginal(Payload):
 
     command_id: Id
     """Carried out once; a redelivery re-publishes the first outcome."""
-    portal_id: Id
+    portal_id: PortalId
     """The tenant."""
     asset_id: Id
     """The asset to pin as original."""
@@ -172,17 +242,25 @@ class MakeOriginal(Payload):
 class DeleteDuplicates(Payload):
     """A user deleted one duplicate (trash icon) or all duplicates of a set."""
 
+    model_config = ConfigDict(json_schema_extra=_RADIUS_ONLY_WITH_PHASH)
+
     command_id: Id
     """Carried out once; a redelivery re-publishes the first outcome."""
-    portal_id: Id
+    portal_id: PortalId
     """The tenant."""
     original_id: Id
     """The set's original, which is never deleted."""
     asset_ids: Annotated[list[Id], Field(min_length=1, max_length=10_000)]
     """The duplicates to delete."""
     match: MatchRule | None = None
-    """Each asset must still match the original under this rule; absent = the configured
-    default. Send the rule the sets were found with."""
+    """Each asset must still match the original under this rule; absent = `phash` when
+    `max_distance` is given, else the configured default. Send the rule the sets were found
+    with."""
     max_distance: MaxDistance | None = None
-    """`phash` rule only: each asset must still be this close to the original; absent = the
-    configured default."""
+    """`phash` rule only (refused with `verified`): each asset must still be this close to the
+    original; absent = the configured default."""
+
+    @model_validator(mode="after")
+    def _radius_with_its_rule(self) -> DeleteDuplicates:
+        _radius_only_with_phash(self.match, self.max_distance)
+        return self

@@ -37,16 +37,21 @@ class PortalPublisher:
     Not thread-safe (pika connections are not): use one publisher per thread.
     """
 
-    def __init__(self, amqp_url: str) -> None:
-        self._connection = pika.BlockingConnection(
-            pika.URLParameters(with_connection_defaults(amqp_url))
-        )
+    def __init__(self, amqp_url: str, *, declare: bool = True) -> None:
+        parameters = pika.URLParameters(with_connection_defaults(amqp_url))
+        #: Every message says who published it (AMQP `user_id`, which RabbitMQ checks against
+        #: the connection's login): what `DUPFINDER_PORTAL_USERS` authorises by.
+        self.user_id = str(getattr(parameters.credentials, "username", "")) or None
+        self._connection = pika.BlockingConnection(parameters)
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
         # Declare with the worker's exact arguments, so a portal that starts first neither loses
-        # messages to a missing queue nor makes the worker's declaration fail with 406.
-        for queue in {route.queue_name for route in ROUTES.values()}:
-            self._channel.queue_declare(queue, durable=True, arguments=queue_arguments(queue))
+        # messages to a missing queue nor makes the worker's declaration fail with 406. A portal
+        # user of a multi-tenant deployment may not declare (no configure permission on the work
+        # queues): `declare=False`, and the worker declares them at boot.
+        if declare:
+            for queue in {route.queue_name for route in ROUTES.values()}:
+                self._channel.queue_declare(queue, durable=True, arguments=queue_arguments(queue))
 
     def publish(
         self, payload: Payload, *, message_id: str | None = None, route: ActorRoute | None = None
@@ -66,6 +71,7 @@ class PortalPublisher:
                 delivery_mode=pika.DeliveryMode.Persistent,
                 content_type="application/json",
                 message_id=envelope["message_id"],
+                user_id=self.user_id,
             ),
             mandatory=True,
         )

@@ -165,8 +165,11 @@ class Harness:
             if method is not None:
                 self._channel.basic_ack(method.delivery_tag)
                 event = json.loads(body)
-                event["_type"] = method.routing_key
-                self._events[str(event.get("portal_id"))].append(event)
+                # Contract v2: `<portal_id>.<event type>`, and the portal is the body's own.
+                portal, _, kind = method.routing_key.partition(".")
+                assert portal == event.get("portal_id"), (method.routing_key, event)
+                event["_type"] = kind
+                self._events[portal].append(event)
             elif time.monotonic() >= deadline:
                 return
 

@@ -25,11 +25,11 @@ import functools
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import dramatiq
@@ -38,10 +38,17 @@ from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from pydantic import ValidationError
 
-from schemas.contract import ACTORS, BACKFILL_ROUTE, ActorRoute
+from schemas.contract import (
+    ACTORS,
+    BACKFILL_ROUTE,
+    PORTAL_ID_PATTERN,
+    ActorRoute,
+    result_routing_key,
+)
 from schemas.events import (
     AssetFailed,
     AssetHashed,
+    AssetRemovalStored,
     CommandRejected,
     DuplicatesDeleted,
     Event,
@@ -58,12 +65,14 @@ from schemas.messages import (
     MatchRule,
     Payload,
     Scope,
+    chosen_rule,
 )
 from worker import deletion, grouping, matching, pages
 from worker.broker import build_broker
 from worker.budget import DecodeBudget
 from worker.config import get_settings
 from worker.errors import (
+    Forbidden,
     ImageError,
     InvalidMessage,
     PermanentError,
@@ -104,21 +113,23 @@ dramatiq.set_broker(broker)
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Facts about the message being handled, for logs and deterministic effects."""
+    """Facts about the message being handled, for logs."""
 
     message_id: str
-    sent_at: datetime
-    """When the message was first published: used as the instant of a pin, so a redelivered
-    command re-applies exactly the same change."""
 
 
 def _readable_ids(raw: Any, *names: str) -> dict[str, str] | None:
+    """The ids a failure event can be addressed with, or None. A portal id off the contract's
+    pattern is not one: it would route the event where no portal's binding expects it, or
+    into another portal's (`acme.x` lands in `acme.#`)."""
     if not isinstance(raw, dict):
         return None
     ids = {name: raw.get(name) for name in names}
-    if all(isinstance(value, str) and value for value in ids.values()):
-        return {name: str(value) for name, value in ids.items()}
-    return None
+    if not all(isinstance(value, str) and value for value in ids.values()):
+        return None
+    if "portal_id" in ids and not re.fullmatch(PORTAL_ID_PATTERN, str(ids["portal_id"])):
+        return None
+    return {name: str(value) for name, value in ids.items()}
 
 
 FailureEvent = Callable[[dict[str, str], str, str], Event]
@@ -141,12 +152,7 @@ def _contract_actor(
         def run(*args: Any, **kwargs: Any) -> None:
             message = CurrentMessage.get_current_message()
             attempt = int(message.options.get("retries", 0)) if message else 0
-            delivery = Delivery(
-                message_id=message.message_id if message else "unknown",
-                sent_at=datetime.fromtimestamp(
-                    (message.message_timestamp if message else 0) / 1000, UTC
-                ),
-            )
+            delivery = Delivery(message_id=message.message_id if message else "unknown")
             runtime = resources.runtime
             raw = args[0] if len(args) == 1 else None
             context = {
@@ -155,6 +161,7 @@ def _contract_actor(
                 **(_readable_ids(raw, *id_fields) or {}),
             }
             LOG_CONTEXT.set(context)
+            _authorise(message, raw, route)
             try:
                 if kwargs or len(args) != 1:
                     raise InvalidMessage("args must be exactly [payload] and kwargs empty")
@@ -225,6 +232,38 @@ def _contract_actor(
         return register(run)
 
     return decorator
+
+
+def _authorise(message: Any, raw: Any, route: ActorRoute) -> None:
+    """Refuse, before anything else happens, a message whose publisher may not act for the
+    portal it names (when `DUPFINDER_PORTAL_USERS` is set).
+
+    Nothing is published for a refused message: the portal it names did not send it. The
+    worker's own re-publishes (retries, deferrals, due delayed messages, re-driven dead
+    letters) carry the worker's login and were authorised on their first delivery.
+    """
+    users = get_settings().portal_users
+    if users is None:
+        return
+    publisher = getattr(message, "publisher", None)
+    portal = raw.get("portal_id") if isinstance(raw, dict) else None
+    if publisher is not None and publisher == broker.login:
+        return
+    allowed = users.get(publisher) if publisher is not None else None
+    if allowed is not None and (allowed == "*" or allowed == portal):
+        return
+    detail = (
+        "the message carries no AMQP user_id"
+        if publisher is None
+        else f"user {publisher!r} may not act for portal {portal!r}"
+    )
+    log.error(
+        "dead-lettering forbidden %s message %s: %s",
+        route.actor_name,
+        getattr(message, "message_id", "unknown"),
+        detail,
+    )
+    raise Forbidden(detail)
 
 
 def _try_mark_failed(upload: AssetUploaded, reason: str, detail: str) -> None:
@@ -410,6 +449,9 @@ async def _refuse_deleted(rt: Runtime, upload: AssetUploaded, delivery: Delivery
 async def asset_removed(removed: AssetRemoved, rt: Runtime, delivery: Delivery) -> None:
     """Tombstone an asset the portal deleted by its own means."""
     await rt.store.tombstone(removed.portal_id, removed.asset_id, via="asset-removed", create=True)
+    await rt.publisher.publish(
+        AssetRemovalStored(portal_id=removed.portal_id, asset_id=removed.asset_id)
+    )
     log.info(
         "asset %s/%s removed by the portal (message %s)",
         removed.portal_id,
@@ -541,10 +583,12 @@ async def _page_layout(
 
 
 def _rule(rt: Runtime, match: MatchRule | None, max_distance: int | None) -> tuple[MatchRule, int]:
-    """The request's matching rule and pHash radius, the configured defaults where absent."""
-    return (
-        match if match is not None else rt.settings.match,
-        max_distance if max_distance is not None else rt.settings.max_distance,
+    """The request's matching rule and pHash radius (`chosen_rule`, with configured defaults)."""
+    return chosen_rule(
+        match,
+        max_distance,
+        default_match=rt.settings.match,
+        default_max_distance=rt.settings.max_distance,
     )
 
 
@@ -572,10 +616,12 @@ async def _once(
         if recorded is None:
             event = await act()
             recorded = await rt.store.record_command(
-                portal_id, command_id, event.routing_key, event.model_dump(mode="json")
+                portal_id, command_id, event.event_type, event.model_dump(mode="json")
             )
-            COMMANDS.labels(command, event.routing_key).inc()
-    await rt.publisher.publish_raw(recorded["routing_key"], _json(recorded["body"]))
+            COMMANDS.labels(command, event.event_type).inc()
+    # Outcomes recorded under contract v1 hold the bare event type too: the key is made here.
+    key = result_routing_key(portal_id, recorded["routing_key"].removeprefix(f"{portal_id}."))
+    await rt.publisher.publish_raw(key, _json(recorded["body"]))
 
 
 def _json(body: dict[str, Any]) -> bytes:
@@ -588,7 +634,12 @@ async def make_original(command: MakeOriginal, rt: Runtime, delivery: Delivery) 
 
     async def act() -> Event:
         if not await rt.store.pin(
-            command.portal_id, command.asset_id, delivery.sent_at, command.command_id
+            # The instant is the worker's own, so the latest pin carried out wins, whatever the
+            # publisher's clock said; the outcome is recorded, so a replay changes nothing.
+            command.portal_id,
+            command.asset_id,
+            utcnow(),
+            command.command_id,
         ):
             return CommandRejected(
                 command_id=command.command_id,

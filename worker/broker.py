@@ -18,9 +18,9 @@ from typing import Any
 import dramatiq
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
-from dramatiq.common import q_name
+from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.encoder import JSONEncoder, MessageData
-from dramatiq.errors import ActorNotFound, DecodeError
+from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
 from dramatiq.middleware import (
     AsyncIO,
     CurrentMessage,
@@ -38,6 +38,9 @@ from worker.errors import describe
 from worker.stopping import GracefulStop
 
 log = logging.getLogger(__name__)
+
+#: Publishing attempts of one enqueue, each on a fresh connection after a failure.
+_ENQUEUE_ATTEMPTS = 6
 
 
 class StrictEncoder(JSONEncoder):
@@ -65,17 +68,35 @@ class StrictEncoder(JSONEncoder):
 
 
 class StrictConsumer(_RabbitmqConsumer):
-    """Refuses messages that do not belong to the queue they were consumed from.
+    """Refuses messages that do not belong to the queue they were consumed from, and keeps who
+    published each one.
 
     Dramatiq routes a message by the `queue_name` in its body; a body naming another queue, or an
     actor that lives on another queue, is a publisher bug that would otherwise kill worker
     threads or bypass queue separation. Such messages are rejected to the dead-letter queue.
+
+    Dramatiq drops a delivery's AMQP properties; the `user_id` one (which RabbitMQ guarantees is
+    the publishing connection's login) is kept as the message's `publisher`, for the portal
+    authorisation (`DUPFINDER_PORTAL_USERS`).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_user_id: str | None = None
+        deliveries = self.iterator
+
+        def remembered() -> Any:
+            for method, properties, body in deliveries:
+                self._last_user_id = getattr(properties, "user_id", None)
+                yield method, properties, body
+
+        self.iterator = remembered()
 
     def __next__(self) -> Any:
         message = super().__next__()
         if message is None:
             return None
+        message.publisher = self._last_user_id
         problem = None
         if message.queue_name != self.queue_name:
             problem = f"queue_name {message.queue_name!r} does not match queue {self.queue_name!r}"
@@ -115,8 +136,49 @@ class DupfinderBroker(RabbitmqBroker):
     def consumer_class(self) -> type[StrictConsumer]:
         return StrictConsumer
 
+    @property
+    def login(self) -> str:
+        """The user this broker connects as: what its own re-publishes carry as `user_id`."""
+        parameters = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
+        return str(getattr(parameters.credentials, "username", ""))
+
     def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
-        return self._owner.call(lambda: RabbitmqBroker.enqueue(self, message, delay=delay))
+        return self._owner.call(lambda: self._enqueue(message, delay))
+
+    def _enqueue(self, message: Any, delay: int | None) -> Any:
+        """Dramatiq's enqueue, plus the `user_id` property: a retry, a deferral or a due delayed
+        message is re-published by the worker itself, and says so, so the portal authorisation
+        can tell it from a portal's message that carries no identity."""
+        canonical = message.queue_name
+        queue = canonical
+        if delay is not None:
+            queue = dq_name(canonical)
+            message = message.copy(queue_name=queue, options={"eta": current_millis() + delay})
+        properties = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            priority=message.options.get("broker_priority"),
+            user_id=self.login or None,
+        )
+        for attempt in range(1, _ENQUEUE_ATTEMPTS + 1):
+            try:
+                self.declare_queue(canonical, ensure=True)
+                self.emit_before("enqueue", message, delay)
+                self.channel.basic_publish(
+                    exchange="",
+                    routing_key=queue,
+                    body=message.encode(),
+                    properties=properties,
+                    mandatory=self.confirm_delivery,
+                )
+                self.emit_after("enqueue", message, delay)
+                return message
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+                del self.connection  # the next attempt opens a new connection and channel
+                if isinstance(e, pika.exceptions.UnroutableError):
+                    self.queues_pending.add(q_name(queue))  # the queue vanished: declare again
+                if attempt == _ENQUEUE_ATTEMPTS:
+                    raise ConnectionClosed(e) from None
+        raise AssertionError("unreachable")
 
     def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:
         if not ensure:  # bookkeeping only, no connection

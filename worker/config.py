@@ -8,6 +8,7 @@ timeout.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.contract import PORTAL_ID_PATTERN
 from schemas.publisher import with_connection_defaults
 
 #: RabbitMQ closes a channel whose deliveries stay unacked this long (its default), redelivering
@@ -61,6 +63,12 @@ class Settings(BaseSettings):
     source_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
     """Comma-separated host names or address ranges (CIDR) URL sources may name; unset = any
     host but link-local and cloud-metadata addresses, which are refused in every case."""
+
+    portal_users: Annotated[dict[str, str] | None, NoDecode] = None
+    """Comma-separated `user=portal_id` pairs (`user=*` for a trusted back office): when set, a
+    message has an effect only if its AMQP `user_id` names a user allowed for its `portal_id`
+    (RabbitMQ refuses a `user_id` that is not the publishing connection's login); others are
+    dead-lettered as `forbidden`. Unset = any publisher may act for any portal."""
 
     processes: Annotated[int, Field(ge=1)] = max(1, os.cpu_count() or 1)
     """Worker processes started by `dupfinder worker`."""
@@ -113,6 +121,23 @@ class Settings(BaseSettings):
             items = tuple(item.strip() for item in value.split(",") if item.strip())
             return items or None
         return value
+
+    @field_validator("portal_users", mode="before")
+    @classmethod
+    def _user_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in (i.strip() for i in value.split(",") if i.strip()):
+            user, _, portal = (part.strip() for part in item.partition("="))
+            if not user or not portal:
+                raise ValueError(f"{item!r} is not user=portal_id")
+            if portal != "*" and not re.fullmatch(PORTAL_ID_PATTERN, portal):
+                raise ValueError(f"{portal!r} is not a portal id (1-64 of A-Z a-z 0-9 - _)")
+            if pairs.get(user, portal) != portal:
+                raise ValueError(f"user {user!r} is given two portals")
+            pairs[user] = portal
+        return pairs or None
 
     @field_validator("source_roots", mode="after")
     @classmethod

@@ -131,8 +131,10 @@ def _died_at(properties: pika.BasicProperties) -> datetime | None:
 class DeadLetterQueue:
     """A session over one work queue's dead letters."""
 
-    def __init__(self, channel: BlockingChannel, queue: str) -> None:
+    def __init__(self, channel: BlockingChannel, queue: str, login: str | None = None) -> None:
         self._channel = channel
+        self.login = login
+        """Who re-driven messages say published them (the connection's user)."""
         self.queue = queue
         self.xq = dead_letter_queue(queue)
         self._held: list[DeadLetter] = []
@@ -171,7 +173,9 @@ class DeadLetterQueue:
             routing_key=self.queue,
             body=json.dumps(envelope, separators=(",", ":")).encode(),
             properties=pika.BasicProperties(
-                delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json"
+                delivery_mode=pika.DeliveryMode.Persistent,
+                content_type="application/json",
+                user_id=self.login,  # re-driven by the operator: the worker's own identity
             ),
             mandatory=True,
         )  # returns only once RabbitMQ confirmed it (confirm mode)
@@ -185,11 +189,13 @@ class DeadLetterQueue:
 @contextmanager
 def open_dead_letters(amqp_url: str, queue: str) -> Iterator[DeadLetterQueue]:
     """A dead-letter session; whatever is still held at the end goes back to the XQ."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    parameters = pika.URLParameters(amqp_url)
+    connection = pika.BlockingConnection(parameters)
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        yield DeadLetterQueue(channel, queue)
+        login = str(getattr(parameters.credentials, "username", "")) or None
+        yield DeadLetterQueue(channel, queue, login)
     finally:
         if connection.is_open:
             connection.close()  # unacknowledged messages return to the queue

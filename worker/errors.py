@@ -55,6 +55,12 @@ class InvalidMessage(PermanentError):
     reason = "invalid_message"
 
 
+class Forbidden(PermanentError):
+    """The message's publisher may not act for the portal it names."""
+
+    reason = "forbidden"
+
+
 class SourceError(PermanentError):
     """The image bytes cannot be had."""
 

@@ -78,10 +78,12 @@ class Resources(Middleware):
         if loop_thread is None:
             raise RuntimeError("the AsyncIO middleware must come before Resources")
         store = loop_thread.run_coroutine(self._open_store(settings))
+        publisher = ResultPublisher(settings.amqp_url_with_defaults)
+        publisher.declare()
         self._runtime = Runtime(
             settings=settings,
             store=store,
-            publisher=ResultPublisher(settings.amqp_url_with_defaults),
+            publisher=publisher,
             hash_pool=ThreadPoolExecutor(
                 settings.hash_threads, thread_name_prefix="dupfinder-hash"
             ),

@@ -59,6 +59,16 @@ class ResultPublisher:
         except TimeoutError as e:
             raise PublishFailed(f"no confirm for {event.routing_key} in time") from e
 
+    def declare(self) -> None:
+        """Declare the results exchange now (at boot), so portals can bind before the first
+        result: a portal user with the permissions of a multi-tenant deployment cannot."""
+        try:
+            self._thread.call(self._channel_for_publish, PUBLISH_TIMEOUT_S)
+        except (pika.exceptions.AMQPError, OSError, TimeoutError) as e:
+            log.warning(
+                "could not declare %s at boot (%s); the first publish will", self._exchange, e
+            )
+
     @property
     def connection(self) -> pika.BlockingConnection | None:
         """The open connection, if any (for tests and probes)."""

@@ -603,13 +603,13 @@ class AssetStore:
 
     @_store_errors
     async def record_command(
-        self, portal_id: str, command_id: str, routing_key: str, body: dict[str, Any]
+        self, portal_id: str, command_id: str, event_type: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         """Record a command's outcome once; returns whichever outcome was recorded first."""
         doc = {
             "portal_id": portal_id,
             "command_id": command_id,
-            "routing_key": routing_key,
+            "routing_key": event_type,  # the event type; the key is `<portal_id>.<type>`
             "body": body,
             "at": utcnow(),
         }

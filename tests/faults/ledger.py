@@ -149,7 +149,7 @@ class ResultWatcher:
             channel = connection.channel()
             channel.exchange_declare("dupfinder.results", exchange_type="topic", durable=True)
             queue = channel.queue_declare("", exclusive=True).method.queue
-            channel.queue_bind(queue, "dupfinder.results", routing_key="asset.hashed")
+            channel.queue_bind(queue, "dupfinder.results", routing_key="*.asset.hashed")
             self._ready.set()
             for method, _props, body in channel.consume(
                 queue, auto_ack=True, inactivity_timeout=0.2
@@ -187,7 +187,7 @@ class CommandWatcher:
             channel.exchange_declare("dupfinder.results", exchange_type="topic", durable=True)
             queue = channel.queue_declare("", exclusive=True).method.queue
             for key in ("original.changed", "duplicates.deleted", "command.rejected"):
-                channel.queue_bind(queue, "dupfinder.results", routing_key=key)
+                channel.queue_bind(queue, "dupfinder.results", routing_key=f"*.{key}")
             ready.set()
             for method, _props, body in channel.consume(
                 queue, auto_ack=True, inactivity_timeout=0.2
@@ -195,7 +195,8 @@ class CommandWatcher:
                 if self._stop.is_set():
                     break
                 if method is not None:
-                    self.events.append({**json.loads(body), "_type": method.routing_key})
+                    kind = method.routing_key.split(".", 1)[1]  # `<portal_id>.<type>`
+                    self.events.append({**json.loads(body), "_type": kind})
             connection.close()
 
         self._thread = threading.Thread(target=run, daemon=True)

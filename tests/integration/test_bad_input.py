@@ -6,6 +6,7 @@ import json
 import struct
 import uuid
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,20 @@ def test_a_later_good_upload_clears_the_failure(
     harness.wait_for(portal, "asset.hashed")
     doc = harness.asset(portal, "a1")
     assert doc is not None and doc["state"] == "hashed" and "failure" not in doc
+
+
+def test_a_portal_id_that_would_misroute_its_answer_gets_no_event(
+    harness: Harness, portal: str
+) -> None:
+    # `<portal>.x.asset.failed` would land in the portal's own `<portal>.#` binding
+    body = build_envelope(
+        AssetUploaded.model_construct(
+            portal_id=f"{portal}.x",
+            asset_id="a1",
+            source="/x.png",
+            uploaded_at=datetime(2024, 1, 1, tzinfo=UTC),
+        )
+    )
+    harness.send_raw(ASSETS_QUEUE, json.dumps(body).encode())
+    harness.dead_letter(ASSETS_QUEUE, body["message_id"])
+    assert harness.events(portal) == []

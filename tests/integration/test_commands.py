@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from schemas.contract import COMMANDS_QUEUE
+from schemas.envelope import build_envelope
 from schemas.messages import DeleteDuplicates, FindDuplicates, MakeOriginal
 from tests.commands import clashing_commands
 from tests.harness import Harness
@@ -55,6 +59,27 @@ def test_the_latest_pin_wins(harness: Harness, portal: str, trio: list[str]) -> 
     harness.wait_for(portal, "original.changed", count=2)
 
     assert members(harness, portal, "r")[0] == "a3"
+
+
+def test_the_latest_pin_carried_out_wins_whatever_the_publishers_clock_says(
+    harness: Harness, portal: str, trio: list[str]
+) -> None:
+    # Given a pin stamped at the epoch, then one stamped now, then one stamped in between
+    def pin(command_id: str, asset_id: str, stamp_ms: int) -> None:
+        body = build_envelope(
+            MakeOriginal(command_id=command_id, portal_id=portal, asset_id=asset_id)
+        )
+        body["message_timestamp"] = stamp_ms
+        harness.send_raw(COMMANDS_QUEUE, json.dumps(body).encode())
+        harness.wait_for(portal, "original.changed", lambda e: e["command_id"] == command_id)
+
+    pin("c1", "a2", 0)
+    assert members(harness, portal, "r1")[0] == "a2"
+    pin("c2", "a3", int(time.time() * 1000))
+    assert members(harness, portal, "r2")[0] == "a3"
+    pin("c3", "a2", 1000)
+    # Then each "original.changed" is true: the latest one carried out decides
+    assert members(harness, portal, "r3")[0] == "a2"
 
 
 def test_make_original_of_unknown_or_foreign_assets_is_rejected_alike(
@@ -275,7 +300,10 @@ def test_delete_checks_the_rule_the_sets_were_found_with(
         harness.upload(portal, f"m{n}", write(images / f"m{n}.png", mirrored))
     harness.wait_for(portal, "asset.hashed", count=3)
 
-    for command_id, asset_id, match in (("d1", "m1", "phash"), ("d2", "m2", "verified")):
+    for command_id, asset_id, match, radius in (
+        ("d1", "m1", "phash", 10),
+        ("d2", "m2", "verified", None),  # a radius belongs to the phash rule only
+    ):
         harness.send(
             DeleteDuplicates(
                 command_id=command_id,
@@ -283,7 +311,7 @@ def test_delete_checks_the_rule_the_sets_were_found_with(
                 original_id="base",
                 asset_ids=[asset_id],
                 match=match,
-                max_distance=10,
+                max_distance=radius,
             )
         )
     events = {e["command_id"]: e for e in harness.wait_for(portal, "duplicates.deleted", count=2)}

@@ -194,8 +194,12 @@ def test_max_distance_widens_matches_around_originals(
     (exact,) = ask(harness, portal, "exact", match="phash")
     (near,) = ask(harness, portal, "near", match="phash", max_distance=16)
     (verified,) = ask(harness, portal, "verified")
+    (radius_alone,) = ask(harness, portal, "radius-alone", max_distance=16)
 
     assert exact["sets"] == []
+    # A radius without a rule is the phash rule's (v1 silently answered with verified sets)
+    assert (radius_alone["match"], radius_alone["max_distance"]) == ("phash", 16)
+    assert radius_alone["sets"] == near["sets"]
     (dup_set,) = near["sets"]
     assert near["max_distance"] == 16
     distances = {a["asset_id"]: a["distance"] for a in dup_set["assets"]}

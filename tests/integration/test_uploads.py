@@ -143,8 +143,10 @@ def test_removed_asset_never_comes_back_through_a_replayed_upload(
     harness.upload(portal, "a1", path, title="kept")
     harness.wait_for(portal, "asset.hashed")
 
-    # When the portal removes it, then replays the old upload
+    # When the portal removes it (which is answered once stored), then replays the old upload
     harness.send(AssetRemoved(portal_id=portal, asset_id="a1"))
+    (removed,) = harness.wait_for(portal, "asset.removed")
+    assert removed == {"_type": "asset.removed", "portal_id": portal, "asset_id": "a1"}
     harness.upload(portal, "a1", path)
 
     # Then the replay is refused and the tombstone keeps the metadata

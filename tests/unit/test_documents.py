@@ -57,4 +57,24 @@ def test_asyncapi_references_resolve_and_examples_validate() -> None:
         assert name.removesuffix("Backfill") in EXAMPLES
     sends = [op for op in document["operations"].values() if op["action"] == "send"]
     receives = [op for op in document["operations"].values() if op["action"] == "receive"]
-    assert (len(sends), len(receives)) == (6, 7)
+    assert (len(sends), len(receives)) == (6, 8)
+
+
+def test_envelopes_are_documents_of_their_own_with_unique_names() -> None:
+    schemas = json_schemas()
+    envelopes = {name: schema for name, schema in schemas.items() if name.endswith("Envelope")}
+    assert len(envelopes) == 6  # five payloads, and uploads on the backfill queue
+    assert all(schema["title"] == name for name, schema in envelopes.items())
+    document = asyncapi()
+    titles = [m["title"] for m in document["components"]["messages"].values()]
+    assert len(titles) == len(set(titles))
+
+
+def test_every_request_names_the_events_that_answer_it() -> None:
+    document = asyncapi()
+    events = set(document["channels"]["results"]["messages"])
+    for name, operation in document["operations"].items():
+        if operation["action"] != "send":
+            continue
+        answers = {ref["$ref"].rsplit("/", 1)[1] for ref in operation["reply"]["messages"]}
+        assert answers and answers <= events, name

@@ -52,12 +52,18 @@ def test_bad_uploads_are_refused(changes: dict[str, Any]) -> None:
         AssetUploaded.model_validate(upload(**changes))
 
 
+@pytest.mark.parametrize("portal_id", ["acme.eu", "acme#", "ac*me", "a" * 65, "acme corp", "é"])
+def test_portal_ids_that_would_break_routing_keys_are_refused(portal_id: str) -> None:
+    with pytest.raises(ValidationError, match="portal_id"):
+        AssetUploaded.model_validate(upload(portal_id=portal_id))
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"portal_id": "acme\x1b[2J"}, "portal_id"),
+        ({"asset_id": "acme\x1b[2J"}, "asset_id"),
         ({"asset_id": "a\r\x1b[1A"}, "asset_id"),
-        ({"portal_id": "acme\u202egpj.exe"}, "portal_id"),
+        ({"asset_id": "acme\u202egpj.exe"}, "asset_id"),
         ({"asset_id": "a\x85b"}, "asset_id"),
         ({"tags": ["ok", "t\x00ag"]}, "tags.1"),
     ],
@@ -73,8 +79,8 @@ def test_ids_and_tags_refuse_control_characters_with_a_clear_reason(
 
 
 def test_ids_keep_inner_blanks_and_any_script() -> None:
-    parsed = AssetUploaded.model_validate(upload(portal_id="Acme Corp_1", asset_id="Ünïcode 写真"))
-    assert (parsed.portal_id, parsed.asset_id) == ("Acme Corp_1", "Ünïcode 写真")
+    parsed = AssetUploaded.model_validate(upload(portal_id="Acme_1-eu", asset_id="Ünïcode 写真"))
+    assert (parsed.portal_id, parsed.asset_id) == ("Acme_1-eu", "Ünïcode 写真")
 
 
 def test_find_duplicates_defaults_and_bounds() -> None:
@@ -89,17 +95,22 @@ def test_find_duplicates_defaults_and_bounds() -> None:
             FindDuplicates.model_validate(
                 {"request_id": "r", "portal_id": "p", "max_distance": bad}
             )
-    with pytest.raises(ValidationError, match="uploaded_from is after uploaded_to"):
-        FindDuplicates.model_validate(
-            {
-                "request_id": "r",
-                "portal_id": "p",
-                "scope": {
-                    "uploaded_from": "2024-02-01T00:00:00Z",
-                    "uploaded_to": "2024-01-01T00:00:00Z",
-                },
-            }
-        )
+    # A range that ends before it starts is a scope that holds nothing, as JSON Schema (which
+    # cannot compare two fields) says too: accepted, and answered with no sets.
+    reversed_range = FindDuplicates.model_validate(
+        {
+            "request_id": "r",
+            "portal_id": "p",
+            "scope": {
+                "uploaded_from": "2024-02-01T00:00:00Z",
+                "uploaded_to": "2024-01-01T00:00:00Z",
+            },
+        }
+    )
+    assert reversed_range.scope.uploaded_from is not None
+    for loose in (1795599000, "2024-01-01T00:00Z", "2024-01-01 00:00:00+00:00", "2024-01-01"):
+        with pytest.raises(ValidationError, match="RFC 3339"):
+            AssetUploaded.model_validate(upload(uploaded_at=loose))
 
 
 def test_delete_needs_at_least_one_asset() -> None:
@@ -145,6 +156,17 @@ def test_retry_bookkeeping_written_by_dramatiq_is_accepted() -> None:
     assert Envelope.model_validate(envelope).options.retries == 2
 
 
+def test_queue_declarations_match_what_dramatiq_declares() -> None:
+    from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
+
+    from schemas.contract import queue_declarations
+
+    for route in ROUTES.values():
+        declared = queue_declarations(route.queue_name)
+        assert declared[f"{route.queue_name}.XQ"] == {"x-message-ttl": DEAD_MESSAGE_TTL}
+        assert declared[f"{route.queue_name}.DQ"] == queue_arguments(route.queue_name)
+
+
 def test_queue_arguments_match_what_dramatiq_declares() -> None:
     from worker.actors import broker
 
@@ -153,8 +175,51 @@ def test_queue_arguments_match_what_dramatiq_declares() -> None:
         assert broker.get_actor(route.actor_name).queue_name == route.queue_name
 
 
-def test_every_event_has_a_distinct_routing_key() -> None:
-    keys = [event.routing_key for event in ALL_EVENTS]
-    assert len(keys) == len(set(keys)) == 7
+def test_every_event_has_a_distinct_type_and_routes_under_its_portal() -> None:
+    keys = [event.event_type for event in ALL_EVENTS]
+    assert len(keys) == len(set(keys)) == 8
+    event = AssetHashed(portal_id="acme", asset_id="a", phash="8" * 16, width=1, height=1)
+    assert event.routing_key == "acme.asset.hashed"
     with pytest.raises(ValidationError):
         AssetHashed(portal_id="p", asset_id="a", phash="ABCDEF0123456789", width=1, height=1)
+
+
+def test_a_radius_without_a_rule_means_phash_and_verified_takes_none() -> None:
+    from schemas.messages import DeleteDuplicates, chosen_rule
+
+    defaults = {"default_match": "verified", "default_max_distance": 4}
+    assert chosen_rule(None, 0, **defaults) == ("phash", 0)  # type: ignore[arg-type]
+    assert chosen_rule(None, None, **defaults) == ("verified", 4)  # type: ignore[arg-type]
+    assert chosen_rule("phash", None, **defaults) == ("phash", 4)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="max_distance belongs to the phash rule"):
+        FindDuplicates(request_id="r", portal_id="p", match="verified", max_distance=0)
+    with pytest.raises(ValidationError, match="max_distance belongs to the phash rule"):
+        DeleteDuplicates(
+            command_id="c",
+            portal_id="p",
+            original_id="o",
+            asset_ids=["a"],
+            match="verified",
+            max_distance=2,
+        )
+
+
+def test_every_failure_the_worker_can_report_is_a_listed_reason() -> None:
+    import typing
+
+    from schemas.events import CommandFailure, FailureReason, RequestFailure
+    from worker import errors
+
+    def leaves(cls: type[errors.DupfinderError]) -> list[type[errors.DupfinderError]]:
+        subclasses = cls.__subclasses__()
+        return [leaf for sub in subclasses for leaf in leaves(sub)] if subclasses else [cls]
+
+    upload_reasons = set(typing.get_args(FailureReason))
+    for error in leaves(errors.DupfinderError):
+        if error.reason != "forbidden":  # a forbidden message gets no event at all
+            assert error.reason in upload_reasons, error
+    assert {"asset_deleted", "internal_error"} <= upload_reasons
+    for reasons in (RequestFailure, CommandFailure):
+        assert {"invalid_message", "store_unavailable", "publish_failed", "internal_error"} <= set(
+            typing.get_args(reasons)
+        )

@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-distance",
         type=_distance,
         metavar="N",
-        help="Hamming radius of the phash rule, 0-32 (default DUPFINDER_MAX_DISTANCE, shipped 0)",
+        help="Hamming radius of the phash rule, 0-32; alone it means --match phash "
+        "(default DUPFINDER_MAX_DISTANCE, shipped 0)",
     )
     scan.add_argument(
         "--sort",

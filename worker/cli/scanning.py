@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 def scan(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from schemas.messages import chosen_rule
     from worker.fetching import FetchLimits
     from worker.progress import Progress
     from worker.scan import scan
@@ -33,10 +34,19 @@ def scan(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     field, _, order = args.sort.partition(":")
     sort = Sort.model_validate({"field": field, "order": order or "desc"})
+    if args.match == "verified" and args.max_distance is not None:
+        print("dupfinder scan: --max-distance belongs to --match phash", file=sys.stderr)
+        return EXIT_USAGE
+    match, max_distance = chosen_rule(
+        args.match,
+        args.max_distance,
+        default_match=settings.match,
+        default_max_distance=settings.max_distance,
+    )
     result = scan(
         args.paths,
-        match=args.match or settings.match,
-        max_distance=args.max_distance if args.max_distance is not None else settings.max_distance,
+        match=match,
+        max_distance=max_distance,
         limits=FetchLimits(
             settings.max_source_bytes, settings.fetch_timeout_s, settings.fetch_connect_timeout_s
         ),
