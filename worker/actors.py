@@ -68,7 +68,7 @@ from schemas.messages import (
     chosen_rule,
 )
 from worker import deletion, grouping, matching, pages
-from worker.broker import build_broker
+from worker.broker import build_broker, mark_dead
 from worker.budget import DecodeBudget
 from worker.config import get_settings
 from worker.errors import (
@@ -161,7 +161,11 @@ def _contract_actor(
                 **(_readable_ids(raw, *id_fields) or {}),
             }
             LOG_CONTEXT.set(context)
-            _authorise(message, raw, route)
+            try:
+                _authorise(message, raw, route)
+            except Forbidden as e:
+                mark_dead(message, e.reason, e.detail)
+                raise
             try:
                 if kwargs or len(args) != 1:
                     raise InvalidMessage("args must be exactly [payload] and kwargs empty")
@@ -176,6 +180,7 @@ def _contract_actor(
                     delivery.message_id,
                     e.detail,
                 )
+                mark_dead(message, e.reason, e.detail)
                 ids = _readable_ids(raw, *id_fields)
                 if ids is not None:
                     runtime.publisher.publish_blocking(failure_event(ids, e.reason, e.detail))
@@ -193,7 +198,8 @@ def _contract_actor(
                 broker.enqueue(message.copy(), delay=later.delay_ms)
                 log.info("%s message %s deferred: %s", route.actor_name, message.message_id, later)
                 return
-            except PermanentError:
+            except PermanentError as e:
+                mark_dead(message, e.reason, e.detail)
                 raise  # its outcome was published where it was raised
             except (Exception, TimeLimitExceeded) as e:
                 # Transient faults are expected; anything else (a bug, a time limit, a driver
@@ -212,6 +218,7 @@ def _contract_actor(
                     detail,
                 )
                 if attempt >= settings.max_retries:  # the last attempt: it goes to the XQ now
+                    mark_dead(message, reason, f"gave up after {attempt + 1} attempts: {detail}")
                     ids = {name: getattr(payload, name) for name in id_fields}
                     if isinstance(payload, AssetUploaded):
                         _try_mark_failed(payload, reason, detail)

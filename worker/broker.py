@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from functools import partial
 from typing import Any
 
 import dramatiq
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
-from dramatiq.common import current_millis, dq_name, q_name
+from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
 from dramatiq.middleware import (
@@ -43,6 +46,23 @@ log = logging.getLogger(__name__)
 _ENQUEUE_ATTEMPTS = 6
 
 
+#: Headers every dead letter the worker makes carries: why it died, in words any AMQP tool shows.
+REASON_HEADER = "x-dupfinder-reason"
+DETAIL_HEADER = "x-dupfinder-detail"
+DEAD_AT_HEADER = "x-dupfinder-dead-at"
+#: How much of a detail a header keeps.
+DETAIL_HEADER_CHARS = 1000
+
+_decoding = threading.local()
+"""The last decode failure of this consumer thread: (reason code, detail)."""
+
+
+def mark_dead(message: Any, reason: str, detail: str) -> None:
+    """Say why `message` is about to be dead-lettered (read by `StrictConsumer.nack`)."""
+    if message is not None:
+        message.dead_letter_cause = (reason, detail)
+
+
 class StrictEncoder(JSONEncoder):
     """JSON, plus a refusal of every envelope that is not exactly the contract's shape.
 
@@ -55,12 +75,14 @@ class StrictEncoder(JSONEncoder):
             message = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             reason = f"not UTF-8 JSON ({e.__class__.__name__}): {data[:80]!r}"
+            _decoding.failure = ("malformed_envelope", reason)
             log.error("dead-lettering an undecodable body: %s", reason)
             raise DecodeError(reason, data[:80], e) from None
         try:
             Envelope.model_validate(message)
         except ValidationError as e:
             reason = describe(e)
+            _decoding.failure = ("malformed_envelope", f"malformed envelope: {reason}")
             log.error("dead-lettering a malformed envelope: %s", reason)
             raise DecodeError(f"malformed envelope: {reason}", data[:80], e) from None
         result: MessageData = message
@@ -83,11 +105,15 @@ class StrictConsumer(_RabbitmqConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._last_user_id: str | None = None
+        self._last_body = b""
         deliveries = self.iterator
 
         def remembered() -> Any:
             for method, properties, body in deliveries:
-                self._last_user_id = getattr(properties, "user_id", None)
+                if method is not None:
+                    self._last_user_id = getattr(properties, "user_id", None)
+                    self._last_body = body
+                    _decoding.failure = None
                 yield method, properties, body
 
         self.iterator = remembered()
@@ -97,6 +123,8 @@ class StrictConsumer(_RabbitmqConsumer):
         if message is None:
             return None
         message.publisher = self._last_user_id
+        # Dead letters are the bytes as delivered, as RabbitMQ's own dead-lettering keeps them.
+        message.delivered_body = self._last_body
         problem = None
         if message.queue_name != self.queue_name:
             problem = f"queue_name {message.queue_name!r} does not match queue {self.queue_name!r}"
@@ -111,8 +139,48 @@ class StrictConsumer(_RabbitmqConsumer):
         if problem is None:
             return message
         log.error("dead-lettering message %s: %s", message.message_id, problem)
+        mark_dead(message, "invalid_message", problem)
         self.nack(message)
         return None
+
+    def nack(self, message: Any) -> None:
+        """Dead-letter a message as a copy that says why, published to `<queue>.XQ` with
+        confirms before the original is acknowledged (RabbitMQ's own dead-lettering, which
+        knows no reason, is what remains when the copy cannot be published)."""
+        reason, detail = getattr(message, "dead_letter_cause", None) or (
+            "failed",
+            "dead-lettered by the worker; see its log for the message id",
+        )
+        try:
+            self._publish_dead(
+                getattr(message, "delivered_body", None) or message.encode(), reason, detail
+            )
+        except Exception:  # any failure to publish the copy: fall back to RabbitMQ's own
+            log.warning("could not publish the dead letter of %s; nacking it", message.message_id)
+            super().nack(message)
+            return
+        self.ack(message)
+
+    def _nack(self, tag: int) -> None:
+        failure = getattr(_decoding, "failure", None)
+        if failure is not None:
+            _decoding.failure = None
+            try:  # an undecodable body, refused on this consumer thread just now
+                self._publish_dead(self._last_body, *failure)
+            except Exception:  # as in `nack`
+                log.warning("could not publish the dead letter of an undecodable body")
+            else:
+                self.connection.add_callback_threadsafe(partial(self.channel.basic_ack, tag))
+                return
+        super()._nack(tag)
+
+    def _publish_dead(self, body: bytes, reason: str, detail: str) -> None:
+        headers = {
+            REASON_HEADER: reason,
+            DETAIL_HEADER: detail[:DETAIL_HEADER_CHARS],
+            DEAD_AT_HEADER: int(time.time() * 1000),
+        }
+        self.broker.publish_dead_letter(xq_name(self.queue_name), body, headers)
 
 
 class DupfinderBroker(RabbitmqBroker):
@@ -185,6 +253,26 @@ class DupfinderBroker(RabbitmqBroker):
             return RabbitmqBroker.declare_queue(self, queue_name)
         return self._owner.call(lambda: RabbitmqBroker.declare_queue(self, queue_name, ensure=True))
 
+    def publish_dead_letter(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+        """Publish a dead letter to `queue` and wait for RabbitMQ's confirm."""
+
+        def publish() -> None:
+            self.declare_queue(q_name(queue), ensure=True)
+            self.channel.basic_publish(
+                exchange="",
+                routing_key=queue,
+                body=body,
+                properties=pika.BasicProperties(
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    content_type="application/json",
+                    headers=headers,
+                    user_id=self.login or None,
+                ),
+                mandatory=True,
+            )
+
+        self._owner.call(publish, 60.0)
+
     def get_queue_message_counts(self, queue_name: str) -> tuple[int, int, int]:
         return self._owner.call(lambda: RabbitmqBroker.get_queue_message_counts(self, queue_name))
 
@@ -235,6 +323,7 @@ class SafeRetries(Retries):
             log.exception(
                 "could not enqueue the retry of message %s; dead-lettering it", message.message_id
             )
+            mark_dead(message, "retry_not_enqueued", "RabbitMQ did not take the retry")
             message.fail()
 
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from schemas import messages
 from schemas.contract import ACTORS, BACKFILL_ROUTE, dead_letter_queue
 from schemas.envelope import Envelope
+from worker.broker import DEAD_AT_HEADER, DETAIL_HEADER, REASON_HEADER
 from worker.errors import describe
 
 #: How long RabbitMQ keeps a dead letter (Dramatiq declares every XQ with this TTL, 7 days).
@@ -117,7 +118,24 @@ def death_reason(body: bytes) -> tuple[dict[str, Any] | None, str]:
     return envelope, "failed permanently on its first attempt (see the asset's failure reason)"
 
 
+def _cause(properties: pika.BasicProperties) -> str | None:
+    """The cause a dead letter made by the worker carries in its headers, if any."""
+    headers = properties.headers or {}
+    reason = headers.get(REASON_HEADER)
+    if reason is None:
+        return None
+    detail = headers.get(DETAIL_HEADER)
+    return f"{_text(reason)}: {_text(detail)}" if detail else _text(reason)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _died_at(properties: pika.BasicProperties) -> datetime | None:
+    dead_at = (properties.headers or {}).get(DEAD_AT_HEADER)
+    if isinstance(dead_at, int):
+        return datetime.fromtimestamp(dead_at / 1000, UTC)
     deaths = (properties.headers or {}).get("x-death") or []
     if deaths and isinstance(deaths[0], dict):
         moment = deaths[0].get("time")
@@ -148,6 +166,7 @@ class DeadLetterQueue:
             if method is None:
                 break
             envelope, why = death_reason(body)
+            why = _cause(properties) or why  # the worker's own word, where it left one
             self._held.append(
                 DeadLetter(method.delivery_tag, body, _died_at(properties), envelope, why)
             )

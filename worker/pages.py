@@ -158,13 +158,16 @@ def build_page(
     )
 
 
-def _kind(group: Group, position: int, distance: int) -> MatchKind:
-    """How a member matches: named by the verified matcher, or read off the pHash distance."""
+def _kind(group: Group, position: int, distance: int, same_bytes: bool) -> MatchKind:
+    """How a member matches: named by the verified matcher, or (under `phash`) `identical` for
+    the original's very bytes, else read off the pHash distance."""
     if position == 0:
         return "original"
     named = group.kind(position)
     if named is not None:
         return cast(MatchKind, named)
+    if same_bytes:
+        return "identical"
     return "same_phash" if distance == 0 else "near"
 
 
@@ -176,6 +179,7 @@ def _members(
     stop: int | None = None,
 ) -> list[SetMember]:
     members = []
+    original = docs.get(asset_ids[int(group.members[0])]) or {}
     pairs = zip(group.members.tolist(), group.distances.tolist(), strict=True)
     for n, (position, distance) in enumerate(pairs):
         if n < start or (stop is not None and n >= stop):
@@ -196,8 +200,13 @@ def _members(
                 phash=doc["phash"],
                 distance=int(distance),
                 original=n == 0,
-                match=_kind(group, n, distance),
+                match=_kind(group, n, distance, _same_bytes(doc, original)),
                 similarity=None if group.similarity is None else round(group.similarity[n], 4),
             )
         )
     return members
+
+
+def _same_bytes(doc: Mapping[str, Any], original: Mapping[str, Any]) -> bool:
+    checksum = doc.get("sha256")
+    return checksum is not None and checksum == original.get("sha256")

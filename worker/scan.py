@@ -149,6 +149,7 @@ def _group(
             "height": h.height,
             "uploaded_at": mtime,
             "phash": h.phash,
+            "sha256": h.sha256,
         }
         for (path, h), mtime in zip(hashed, mtimes, strict=True)
     }

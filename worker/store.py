@@ -532,7 +532,7 @@ class AssetStore:
     async def members(self, portal_id: str, asset_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Display fields of the given live assets, by asset id."""
         fields = ("asset_id", "title", "description", "tags", "width", "height", "uploaded_at")
-        projection = {"_id": 0, "phash": 1, **dict.fromkeys(fields, 1)}
+        projection = {"_id": 0, "phash": 1, "sha256": 1, **dict.fromkeys(fields, 1)}
         return {
             doc["asset_id"]: doc
             async for doc in self._by_ids(portal_id, asset_ids, projection, state=HASHED)

@@ -14,7 +14,7 @@ from schemas.contract import ASSETS_QUEUE
 from schemas.envelope import build_envelope
 from schemas.messages import AssetUploaded
 from tests.cli import dupfinder
-from tests.harness import Harness
+from tests.harness import Harness, amqp_connection
 from tests.images import photo, write
 
 
@@ -48,7 +48,7 @@ def test_a_missing_source_is_re_driven_once_the_file_appears(
         "asset_uploaded",
         "asset_id=late",
     )
-    assert "first attempt" in row["reason"]
+    assert row["reason"].startswith("source_not_found: no file at")
     assert 6 * 86400 < row["expires_in_s"] <= 7 * 86400
 
     # When the file appears and ops re-drive the dead letters of that portal
@@ -82,14 +82,14 @@ def test_reasons_are_told_and_purge_deletes_only_what_matches(
 
     rows = listed(portal, 2)
     reasons = {row["subject"]: row["reason"] for row in rows}
-    assert reasons["asset_id=bad"].startswith("invalid payload: tags")
-    assert "first attempt" in reasons["asset_id=gone"]
+    assert reasons["asset_id=bad"].startswith("invalid_message: tags")
+    assert reasons["asset_id=gone"].startswith("source_not_found")
 
     refused = dead_letters("purge", "--queue", "assets", "--portal", portal)
     assert refused.returncode == 2  # no terminal and no --yes: nothing is deleted
 
     result = dead_letters(
-        "purge", "--queue", "assets", "--portal", portal, "--reason", "invalid payload", "--yes"
+        "purge", "--queue", "assets", "--portal", portal, "--reason", "invalid_message", "--yes"
     )
     assert result.returncode == 0, result.stderr
     assert "purged 1 of 1" in result.stdout
@@ -166,3 +166,40 @@ def test_tenant_text_cannot_drive_the_operators_terminal(harness: Harness, porta
         assert portal in shown
         assert not any(c in shown for c in "\x1b\x07\r\u202e"), shown
         assert "\\x1b[2J" in shown
+
+
+def test_dead_letters_carry_their_cause_in_headers(harness: Harness, portal: str) -> None:
+    # Given an invalid payload, a body that is not JSON, and an upload whose file is missing
+    invalid = build_envelope(
+        AssetUploaded.model_construct(
+            portal_id=portal, asset_id="a1", source="relative.png", uploaded_at=datetime.now(UTC)
+        )
+    )
+    harness.send_raw(ASSETS_QUEUE, json.dumps(invalid).encode())
+    harness.send_raw(ASSETS_QUEUE, b"\xff not json " + portal.encode())
+    missing = harness.upload(portal, "gone", f"/nonexistent/{portal}.png")
+
+    # Then each reaches the XQ with headers that say why, for any AMQP tool to show
+    causes: dict[str, tuple[Any, Any]] = {}
+    channel = amqp_connection().channel()
+    deadline = time.monotonic() + 20
+    while len(causes) < 3 and time.monotonic() < deadline:
+        method, properties, body = channel.basic_get(f"{ASSETS_QUEUE}.XQ", auto_ack=False)
+        if method is None:
+            time.sleep(0.2)
+            continue
+        headers = properties.headers or {}
+        key = invalid["message_id"] if invalid["message_id"].encode() in body else None
+        key = key or (missing if missing.encode() in body else None)
+        key = key or ("undecodable" if portal.encode() in body else None)
+        if key is not None:
+            causes[key] = (headers.get("x-dupfinder-reason"), headers.get("x-dupfinder-detail"))
+    channel.connection.close()  # unacknowledged: they stay in the XQ
+    assert causes[invalid["message_id"]][0] == "invalid_message"
+    assert "source" in causes[invalid["message_id"]][1]
+    assert causes["undecodable"][0] == "malformed_envelope"
+    assert causes[missing][0] == "source_not_found"
+
+    # And the listing tells the same cause
+    rows = listed(portal, 1)
+    assert any(r["reason"].startswith("source_not_found: no file at") for r in rows), rows

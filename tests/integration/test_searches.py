@@ -283,3 +283,14 @@ def test_verified_sets_name_how_each_copy_matches(
     # The product's rule cannot see a mirror or a turn
     (exact_set,) = phash["sets"]
     assert {a["asset_id"] for a in exact_set["assets"]} == {"base", "bytes", "jpeg"}
+
+
+def test_the_same_bytes_are_identical_under_the_phash_rule_too(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    path = write(images / "same.png", photo(45))
+    upload_all(harness, portal, [("first", path, {"uploaded_at": T0}), ("again", path, {})])
+    for rule in ("phash", "verified"):
+        (page,) = ask(harness, portal, f"r-{rule}", match=rule)
+        (dup_set,) = page["sets"]
+        assert [a["match"] for a in dup_set["assets"]] == ["original", "identical"], rule

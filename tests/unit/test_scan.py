@@ -99,6 +99,17 @@ def test_scan_default_is_verified_and_finds_turned_copies(tmp_path: Path) -> Non
     assert "mirrored" in table and "rotated" in table
 
 
+def test_scan_radius_alone_means_phash_and_same_bytes_are_identical(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    (tmp_path / "again.png").write_bytes((tmp_path / "big.png").read_bytes())
+    body = json.loads(run(str(tmp_path), "--json", "--quiet", "--max-distance", "0").stdout)
+    kinds = {Path(a["asset_id"]).name: a["match"] for s in body["sets"] for a in s["assets"]}
+    # phash names no kinds of its own (the verified rule would say `identical` as well)
+    assert "identical" in {kinds["again.png"], kinds["big.png"]}
+    assert all(a["similarity"] is None for s in body["sets"] for a in s["assets"])
+    assert run(str(tmp_path), "--match", "verified", "--max-distance", "2").returncode == 2
+
+
 def test_scan_usage_errors(tmp_path: Path) -> None:
     assert run(str(tmp_path / "missing")).returncode == 2
     assert run(str(tmp_path), "--max-distance", "40").returncode == 2
