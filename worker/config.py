@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.contract import PORTAL_ID_PATTERN
@@ -168,7 +168,36 @@ class Settings(BaseSettings):
         return with_connection_defaults(self.amqp_url)
 
 
+class SettingsError(Exception):
+    """The environment holds settings the worker cannot run with; `lines` says which, one line
+    per variable, with its name and what it may be."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _problems(error: ValidationError) -> list[str]:
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        name = f"DUPFINDER_{field.upper()}" if field else "the DUPFINDER_ settings"
+        given = os.environ.get(name) if field else None
+        shown = f"={given!r}" if given is not None and len(given) <= 80 else ""
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}{shown}: {message}")
+    return lines
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; `SettingsError` names every bad variable."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise SettingsError(_problems(e)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
-    return Settings()
+    return load_settings()

@@ -21,6 +21,7 @@ from PIL import Image
 from worker.budget import DecodeBudget, MiB, tune_allocator
 from worker.compiled import compile_ahead
 from worker.config import Settings, get_settings
+from worker.readiness import unreachable
 from worker.results import ResultPublisher
 from worker.store import AssetStore
 
@@ -118,14 +119,14 @@ class Resources(Middleware):
         try:
             pika.BlockingConnection(parameters).close()
         except Exception as e:  # any failure to connect is what this probe reports
-            problems.append(f"RabbitMQ: {e!r}")
+            problems.append(unreachable("RabbitMQ", runtime.settings.amqp_url, e))
         loop_thread = get_event_loop_thread()
         try:
             if loop_thread is None:
                 raise RuntimeError("event loop not running")
             loop_thread.run_coroutine(asyncio.wait_for(runtime.store.ping(), 3))
         except Exception as e:  # likewise: unreachable, timed out, or the loop is gone
-            problems.append(f"MongoDB: {e!r}")
+            problems.append(unreachable("MongoDB", runtime.settings.mongodb_url, e))
         return problems
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:

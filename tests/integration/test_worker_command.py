@@ -110,8 +110,15 @@ def test_check_reports_ready_services(harness: Harness) -> None:
 
 def test_check_names_the_service_that_is_down(harness: Harness) -> None:
     result = run_check(
-        {"DUPFINDER_MONGODB_URL": "mongodb://127.0.0.1:9/", "DUPFINDER_MONGODB_TIMEOUT_MS": "300"}
+        {
+            "DUPFINDER_MONGODB_URL": "mongodb://user:s3cret@127.0.0.1:9/",
+            "DUPFINDER_MONGODB_TIMEOUT_MS": "300",
+        }
     )
     assert result.returncode == 1
-    assert "not ready: MongoDB" in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    # One short line: which service, where, and what to do; never the credentials
+    assert line.startswith("not ready: MongoDB does not answer at 127.0.0.1:9"), line
+    assert "DUPFINDER_MONGODB_URL" in line and len(line) < 200
+    assert "s3cret" not in result.stderr
     assert "RabbitMQ" not in result.stderr

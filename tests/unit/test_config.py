@@ -88,3 +88,32 @@ def test_source_roots_and_hosts_are_comma_separated(
     monkeypatch.setenv("DUPFINDER_SOURCE_ROOTS", "relative/path")
     with pytest.raises(ValidationError, match="absolute"):
         Settings()
+
+
+def test_bad_settings_are_told_one_line_a_variable_with_exit_status_2() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "check"],
+        env={
+            **os.environ,
+            "DUPFINDER_MAX_DISTANCE": "99",
+            "DUPFINDER_THREADS": "many",
+            "DUPFINDER_MATCH": "fuzzy",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    told = dict(line.removeprefix("dupfinder: ").split("=", 1) for line in lines)
+    assert (
+        told["DUPFINDER_MAX_DISTANCE"].startswith("'99': ")
+        and "32" in told["DUPFINDER_MAX_DISTANCE"]
+    )
+    assert "integer" in told["DUPFINDER_THREADS"]
+    assert "'phash' or 'verified'" in told["DUPFINDER_MATCH"]

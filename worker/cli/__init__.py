@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from worker.cli import feeding, queues, scanning, service
-from worker.cli.common import PrintableStream
+from worker.cli.common import EXIT_USAGE, PrintableStream, printable
+from worker.config import SettingsError, get_settings
 
 
 def _queue_name(text: str) -> str:
@@ -159,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dupfinder` script."""
     args = build_parser().parse_args(argv)
+    try:
+        get_settings()
+    except SettingsError as e:
+        for line in e.lines:
+            print(f"dupfinder: {printable(line)}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "worker":
         if args.dramatiq_args[:1] == ["--"]:
             args.dramatiq_args = args.dramatiq_args[1:]

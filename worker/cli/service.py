@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from worker.cli.common import EXIT_FAILURES, EXIT_OK, on_store
 from worker.config import get_settings
+from worker.readiness import unreachable
 
 if TYPE_CHECKING:
     from worker.store import AssetStore
@@ -43,12 +44,12 @@ def check(args: argparse.Namespace) -> int:
     try:
         pika.BlockingConnection(pika.URLParameters(settings.amqp_url_with_defaults)).close()
     except Exception as e:  # any failure to connect is the answer this command exists to give
-        failures.append(f"RabbitMQ: {e!r}")
+        failures.append(unreachable("RabbitMQ", settings.amqp_url, e))
 
     try:
         on_store(settings, _opened)  # opening pings
     except StoreUnavailable as e:
-        failures.append(f"MongoDB: {e.detail}")
+        failures.append(unreachable("MongoDB", settings.mongodb_url, e))
     for failure in failures:
         print(f"not ready: {failure}", file=sys.stderr)
     if not failures:
