@@ -68,7 +68,9 @@ def test_scan_table_and_unreadable_files(tmp_path: Path) -> None:
     result = run(str(tmp_path), "--match", "phash", "--max-distance", "4")
     assert result.returncode == 1  # some files could not be read
     assert "set 1: 3 images" in result.stdout
-    assert "5 files, 1 unreadable, 1 duplicate sets, 2 duplicates" in result.stdout
+    assert "5 files, 1 unreadable, 1 duplicate set, 2 duplicates" in result.stdout
+    assert "near: d= bits of hash apart, s= similarity" in result.stdout  # the legend
+    assert "s= similarity" in " ".join(run("--help").stdout.split())
     assert f"skipped {tmp_path / 'broken.jpg'}: unreadable_image" in result.stderr
     assert "] hashed 5/5 files" in result.stderr  # progress bar, count, rate
 

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "scan",
         help="find duplicate images in local folders, no services needed",
         description="Hashes every image under PATH... and prints the duplicate sets, originals "
-        "first. Exit status 1 when some files could not be read, 2 on usage errors.",
+        "first. Exit status 1 when some files could not be read, 2 on usage errors. In the "
+        "table: " + scanning.LEGEND + ".",
     )
     scan.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to scan")
     scan.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -70,8 +70,23 @@ def scan(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if result.failures else EXIT_OK
 
 
+#: What the table's words and letters mean, printed above it (and in `dupfinder scan --help`).
+LEGEND = (
+    "original: the copy to keep (most pixels, then oldest); identical: the same bytes; "
+    "same_phash: the same perceptual hash; near: d= bits of hash apart, s= similarity (1 = the "
+    "same picture); mirrored, rotated: a flipped or turned copy"
+)
+
+
+def _counted(count: int, thing: str) -> str:
+    return f"{count} {thing}" if count == 1 else f"{count} {thing}s"
+
+
 def _print_table(result: ScanResult) -> None:
     duplicates = sum(len(s.assets) - 1 for s in result.sets)
+    if result.sets:
+        print(LEGEND)
+        print()
     for number, dup_set in enumerate(result.sets, start=1):
         print(f"set {number}: {len(dup_set.assets)} images")
         for member in dup_set.assets:
@@ -81,8 +96,8 @@ def _print_table(result: ScanResult) -> None:
             print(f"  {mark} {size:>11}  {stamp}  {member.asset_id}")
         print()
     print(
-        f"{result.files} files, {len(result.failures)} unreadable, {len(result.sets)} duplicate "
-        f"sets, {duplicates} duplicates"
+        f"{_counted(result.files, 'file')}, {len(result.failures)} unreadable, "
+        f"{_counted(len(result.sets), 'duplicate set')}, {_counted(duplicates, 'duplicate')}"
     )
 
 
