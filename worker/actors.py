@@ -151,6 +151,13 @@ def _contract_actor(
     ) -> dramatiq.Actor[Any, Any]:
         def run(*args: Any, **kwargs: Any) -> None:
             message = CurrentMessage.get_current_message()
+            try:
+                attempt_once(message, args, kwargs)
+            except PermanentError as e:
+                mark_dead(message, e.reason, e.detail)  # every give-up says why in its letter
+                raise
+
+        def attempt_once(message: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             attempt = int(message.options.get("retries", 0)) if message else 0
             delivery = Delivery(message_id=message.message_id if message else "unknown")
             runtime = resources.runtime
@@ -161,11 +168,7 @@ def _contract_actor(
                 **(_readable_ids(raw, *id_fields) or {}),
             }
             LOG_CONTEXT.set(context)
-            try:
-                _authorise(message, raw, route)
-            except Forbidden as e:
-                mark_dead(message, e.reason, e.detail)
-                raise
+            _authorise(message, raw, route)
             try:
                 if kwargs or len(args) != 1:
                     raise InvalidMessage("args must be exactly [payload] and kwargs empty")
@@ -180,7 +183,6 @@ def _contract_actor(
                     delivery.message_id,
                     e.detail,
                 )
-                mark_dead(message, e.reason, e.detail)
                 ids = _readable_ids(raw, *id_fields)
                 if ids is not None:
                     runtime.publisher.publish_blocking(failure_event(ids, e.reason, e.detail))
@@ -198,8 +200,7 @@ def _contract_actor(
                 broker.enqueue(message.copy(), delay=later.delay_ms)
                 log.info("%s message %s deferred: %s", route.actor_name, message.message_id, later)
                 return
-            except PermanentError as e:
-                mark_dead(message, e.reason, e.detail)
+            except PermanentError:
                 raise  # its outcome was published where it was raised
             except (Exception, TimeLimitExceeded) as e:
                 # Transient faults are expected; anything else (a bug, a time limit, a driver
