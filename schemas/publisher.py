@@ -31,6 +31,12 @@ def with_connection_defaults(amqp_url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def amqp_login(parameters: pika.connection.Parameters) -> str | None:
+    """The user a connection logs in as: what its messages carry as AMQP `user_id` (RabbitMQ
+    refuses any other), and what `DUPFINDER_PORTAL_USERS` authorises by."""
+    return str(getattr(parameters.credentials, "username", "")) or None
+
+
 class PortalPublisher:
     """Publishes payloads to the worker's queues over one blocking AMQP connection.
 
@@ -41,7 +47,7 @@ class PortalPublisher:
         parameters = pika.URLParameters(with_connection_defaults(amqp_url))
         #: Every message says who published it (AMQP `user_id`, which RabbitMQ checks against
         #: the connection's login): what `DUPFINDER_PORTAL_USERS` authorises by.
-        self.user_id = str(getattr(parameters.credentials, "username", "")) or None
+        self.user_id = amqp_login(parameters)
         self._connection = pika.BlockingConnection(parameters)
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()

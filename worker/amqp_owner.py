@@ -20,9 +20,23 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import pika.exceptions
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+
+def keep_alive(connection: Any, lost: Callable[[], None], what: str) -> None:
+    """Send and read the heartbeats of an idle connection (if there is one); a connection that
+    turns out to be gone is handed to `lost` (which forgets it), to be reopened on next use."""
+    if connection is None:
+        return
+    try:
+        connection.process_data_events(0)
+    except (pika.exceptions.AMQPError, OSError):
+        log.info("the %s connection was lost; reconnecting on next use", what)
+        lost()
 
 
 def service_interval_s(heartbeat_s: int | None) -> float:

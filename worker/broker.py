@@ -35,7 +35,8 @@ from dramatiq.middleware import (
 from pydantic import ValidationError
 
 from schemas.envelope import Envelope
-from worker.amqp_owner import ConnectionThread, service_interval_s
+from schemas.publisher import amqp_login
+from worker.amqp_owner import ConnectionThread, keep_alive, service_interval_s
 from worker.config import Settings
 from worker.errors import describe
 from worker.stopping import GracefulStop
@@ -195,20 +196,16 @@ class DupfinderBroker(RabbitmqBroker):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        parameters = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
+        first = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
+        self.login = amqp_login(first)
+        """The user this broker connects as: what its own re-publishes carry as `user_id`."""
         self._owner = ConnectionThread(
-            "dupfinder-broker", self._service, service_interval_s(parameters.heartbeat)
+            "dupfinder-broker", self._service, service_interval_s(first.heartbeat)
         )
 
     @property
     def consumer_class(self) -> type[StrictConsumer]:
         return StrictConsumer
-
-    @property
-    def login(self) -> str:
-        """The user this broker connects as: what its own re-publishes carry as `user_id`."""
-        parameters = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
-        return str(getattr(parameters.credentials, "username", ""))
 
     def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
         return self._owner.call(lambda: self._enqueue(message, delay))
@@ -225,7 +222,7 @@ class DupfinderBroker(RabbitmqBroker):
         properties = pika.BasicProperties(
             delivery_mode=pika.DeliveryMode.Persistent,
             priority=message.options.get("broker_priority"),
-            user_id=self.login or None,
+            user_id=self.login,
         )
         for attempt in range(1, _ENQUEUE_ATTEMPTS + 1):
             try:
@@ -266,7 +263,7 @@ class DupfinderBroker(RabbitmqBroker):
                     delivery_mode=pika.DeliveryMode.Persistent,
                     content_type="application/json",
                     headers=headers,
-                    user_id=self.login or None,
+                    user_id=self.login,
                 ),
                 mandatory=True,
             )
@@ -294,15 +291,7 @@ class DupfinderBroker(RabbitmqBroker):
         self.channels.clear()
 
     def _service(self) -> None:
-        """Heartbeats of the idle publishing connection; a lost one is dropped quietly."""
-        connection = getattr(self.state, "connection", None)
-        if connection is None:
-            return
-        try:
-            connection.process_data_events(0)
-        except (pika.exceptions.AMQPError, OSError):
-            log.info("the broker's publishing connection was lost; reconnecting on next use")
-            self._forget()
+        keep_alive(getattr(self.state, "connection", None), self._forget, "broker's publishing")
 
 
 class SafeRetries(Retries):

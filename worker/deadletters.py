@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from schemas import messages
 from schemas.contract import ACTORS, BACKFILL_ROUTE, dead_letter_queue
 from schemas.envelope import Envelope
+from schemas.publisher import amqp_login
 from worker.broker import DEAD_AT_HEADER, DETAIL_HEADER, REASON_HEADER
 from worker.errors import describe
 
@@ -213,8 +214,7 @@ def open_dead_letters(amqp_url: str, queue: str) -> Iterator[DeadLetterQueue]:
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        login = str(getattr(parameters.credentials, "username", "")) or None
-        yield DeadLetterQueue(channel, queue, login)
+        yield DeadLetterQueue(channel, queue, amqp_login(parameters))
     finally:
         if connection.is_open:
             connection.close()  # unacknowledged messages return to the queue

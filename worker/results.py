@@ -19,7 +19,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from schemas.contract import RESULTS_EXCHANGE
 from schemas.events import Event
-from worker.amqp_owner import ConnectionThread, service_interval_s
+from worker.amqp_owner import ConnectionThread, keep_alive, service_interval_s
 from worker.errors import PublishFailed
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,7 @@ class ResultPublisher:
         raise PublishFailed(f"RabbitMQ did not confirm {routing_key}: {last_error!r}")
 
     def _service(self) -> None:
-        """Send and read heartbeats of an idle connection; forget one that is gone."""
-        if self._connection is None:
-            return
-        try:
-            self._connection.process_data_events(0)
-        except (pika.exceptions.AMQPError, OSError):
-            log.info("the result publisher's connection was lost; reconnecting on next use")
-            self._reset()
+        keep_alive(self._connection, self._reset, "result publisher's")
 
     def _reset(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
