@@ -78,6 +78,7 @@ from worker.errors import (
     PermanentError,
     SourceError,
     TransientError,
+    clipped,
     describe,
 )
 from worker.fetching import FetchLimits, fetch
@@ -290,7 +291,7 @@ def _short(error: BaseException) -> str:
     """An unforeseen error in one short line, for a failure event's `detail`."""
     text = " ".join(str(error).split())
     detail = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return detail if len(detail) <= DETAIL_CHARS else detail[: DETAIL_CHARS - 3] + "..."
+    return clipped(detail, DETAIL_CHARS)
 
 
 class Deferred(Exception):

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import ValidationError
 
 from schemas.messages import AssetUploaded
-from worker.errors import describe
+from worker.errors import clipped, describe
 
 #: Decides whether an upload can be skipped: returns a reason ("already hashed from the same
 #: bytes", "deleted") or None to send it.
@@ -129,9 +129,7 @@ class State:
         self.line, self.done, self.refused = 0, False, []
 
     def refuse(self, line: int, reason: str) -> None:
-        if len(reason) > REASON_CHARS:
-            reason = reason[: REASON_CHARS - 3] + "..."
-        self.refused.append((line, reason))
+        self.refused.append((line, clipped(reason, REASON_CHARS)))
 
     def advance(self, line: int, *, every_s: float = 1.0) -> None:
         self.line = line

@@ -33,6 +33,12 @@ def describe(error: ValidationError) -> str:
     )
 
 
+def clipped(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, ending in `...` where it was cut: how a reason or a
+    detail that travels in an event or a file stays bounded."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class DupfinderError(Exception):
     """Base of every error dupfinder raises on purpose."""
 

@@ -103,15 +103,10 @@ def id_chunks(asset_ids: Sequence[str]) -> Iterator[list[str]]:
         yield chunk
 
 
-def scope_filter(
-    portal_id: str, scope: Scope, asset_ids: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """The query for the live, hashed assets of a portal inside `scope`; `asset_ids`, when
-    given, stands for the scope's own list (one chunk of it, see `id_chunks`)."""
+def scope_filters(portal_id: str, scope: Scope) -> list[dict[str, Any]]:
+    """The queries for the live, hashed assets of a portal inside `scope`: one, or one per chunk
+    of the scope's ids that fits the server (`id_chunks`; an empty list of ids, none)."""
     query: dict[str, Any] = {"portal_id": portal_id, "state": HASHED}
-    if asset_ids is not None or scope.asset_ids is not None:
-        chosen = asset_ids if asset_ids is not None else scope.asset_ids or []
-        query["asset_id"] = {"$in": list(dict.fromkeys(chosen))}
     # An empty tag list is read as "no tag criterion", not as "no asset can match".
     if scope.tags_all:
         query["tags"] = {"$all": scope.tags_all}
@@ -129,7 +124,9 @@ def scope_filter(
         dates["$lte"] = scope.uploaded_to
     if dates:
         query["uploaded_at"] = dates
-    return query
+    if scope.asset_ids is None:
+        return [query]
+    return [{**query, "asset_id": {"$in": chunk}} for chunk in id_chunks(scope.asset_ids)]
 
 
 def _fingerprint_fields(image: HashedImage) -> dict[str, Any]:
@@ -469,13 +466,8 @@ class AssetStore:
         titles: list[str] = []
         # A few MB a batch either way: a signature is 1 KiB, a bare hash ~0.1 KiB.
         batch = batch_size or (1000 if with_prints and with_signatures else 5000)
-        queries = (
-            [scope_filter(portal_id, scope)]
-            if scope.asset_ids is None
-            else [scope_filter(portal_id, scope, chunk) for chunk in id_chunks(scope.asset_ids)]
-        )
         with _translated():
-            async for doc in self._each(queries, projection, batch):
+            async for doc in self._each(scope_filters(portal_id, scope), projection, batch):
                 ids.append(doc["asset_id"])
                 hashes.append(doc["phash_i64"])
                 pixels.append(doc["pixels"])
