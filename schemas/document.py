@@ -206,6 +206,19 @@ def _envelope_schema(
     }
 
 
+def example_envelope(payload: type[messages.Payload], route: ActorRoute) -> dict[str, Any]:
+    """The documented example of a whole message: `payload`'s example in its envelope."""
+    return {
+        "queue_name": route.queue_name,
+        "actor_name": route.actor_name,
+        "args": [_checked_example(payload.__name__)],
+        "kwargs": {},
+        "options": {},
+        "message_id": "5b0e2c1e-8f39-4c55-9a8c-2f1b7d0b6a11",
+        "message_timestamp": 1795599000000,
+    }
+
+
 def _checked_example(name: str) -> dict[str, Any]:
     model = getattr(messages, name, None) or getattr(events, name)
     model.model_validate(EXAMPLES[name])
@@ -218,7 +231,7 @@ def asyncapi() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     components_messages: dict[str, Any] = {}
-    for name, payload, route in _inbound():
+    for name, payload, route in inbound():
         channel = route.queue_name.split(".", 1)[1]
         schemas[f"{name}Envelope"] = _envelope_schema(name, payload, route)
         components_messages[name] = {
@@ -227,20 +240,7 @@ def asyncapi() -> dict[str, Any]:
             "summary": (payload.__doc__ or "").strip().splitlines()[0],
             "contentType": "application/json",
             "payload": {"$ref": _REF.format(model=f"{name}Envelope")},
-            "examples": [
-                {
-                    "name": "example",
-                    "payload": {
-                        "queue_name": route.queue_name,
-                        "actor_name": route.actor_name,
-                        "args": [_checked_example(payload.__name__)],
-                        "kwargs": {},
-                        "options": {},
-                        "message_id": "5b0e2c1e-8f39-4c55-9a8c-2f1b7d0b6a11",
-                        "message_timestamp": 1795599000000,
-                    },
-                }
-            ],
+            "examples": [{"name": "example", "payload": example_envelope(payload, route)}],
             "bindings": {"amqp": {"messageType": route.actor_name, "bindingVersion": "0.3.0"}},
         }
         channels.setdefault(
@@ -345,7 +345,7 @@ def asyncapi() -> dict[str, Any]:
     }
 
 
-def _inbound() -> list[tuple[str, type[messages.Payload], ActorRoute]]:
+def inbound() -> list[tuple[str, type[messages.Payload], ActorRoute]]:
     """(message name, payload model, route) of everything a portal publishes."""
     inbound = [(p.__name__, p, ACTORS[p.__name__]) for p in PAYLOADS]
     inbound.append(("AssetUploadedBackfill", messages.AssetUploaded, BACKFILL_ROUTE))
@@ -366,7 +366,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
             **schema,
         }
     local = "#/$defs/{model}"
-    for name, payload, route in _inbound():
+    for name, payload, route in inbound():
         _, top = models_json_schema(
             [(payload, "validation"), (EnvelopeOptions, "validation")], ref_template=local
         )

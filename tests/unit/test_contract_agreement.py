@@ -19,18 +19,16 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from schemas import messages
-from schemas.contract import ACTORS, BACKFILL_ROUTE, ROUTES, ActorRoute
-from schemas.document import EXAMPLES, json_schemas
+from schemas.contract import ROUTES, ActorRoute
+from schemas.document import example_envelope, inbound, json_schemas
+from schemas.envelope import Envelope, EnvelopeOptions
 from worker.broker import StrictEncoder
 
 DELETE = object()
 """Stands for "leave the field out"."""
 
 #: (message name, payload model, route) of everything a portal publishes.
-INBOUND: list[tuple[str, type[messages.Payload], ActorRoute]] = [
-    *((name, getattr(messages, name), route) for name, route in ACTORS.items()),
-    ("AssetUploadedBackfill", messages.AssetUploaded, BACKFILL_ROUTE),
-]
+INBOUND = inbound()
 MODELS = {route.actor_name: model for _, model, route in INBOUND}
 SCHEMAS = json_schemas()
 VALIDATORS = {
@@ -122,36 +120,19 @@ VALUES: list[Any] = [
 ]
 
 FIELDS = sorted({name for _, model, _ in INBOUND for name in model.model_fields} | {"unknown"})
-ENVELOPE_FIELDS = [
-    "queue_name",
-    "actor_name",
-    "args",
-    "kwargs",
-    "options",
-    "message_id",
-    "message_timestamp",
-    "unknown",
-]
+ENVELOPE_FIELDS = [*Envelope.model_fields, "unknown"]
 PATHS = (
     [("envelope", f) for f in ENVELOPE_FIELDS]
     + [("payload", f) for f in FIELDS]
     + [("scope", f) for f in [*messages.Scope.model_fields, "unknown"]]
     + [("sort", f) for f in [*messages.Sort.model_fields, "unknown"]]
-    + [("options", f) for f in ["retries", "eta", "traceback", "requeue_timestamp", "unknown"]]
+    + [("options", f) for f in [*EnvelopeOptions.model_fields, "unknown"]]
 )
 
 
 def base(name: str, model: type[messages.Payload], route: ActorRoute) -> dict[str, Any]:
-    payload = copy.deepcopy(EXAMPLES[model.__name__])
-    return {
-        "queue_name": route.queue_name,
-        "actor_name": route.actor_name,
-        "args": [payload],
-        "kwargs": {},
-        "options": {},
-        "message_id": "5b0e2c1e-8f39-4c55-9a8c-2f1b7d0b6a11",
-        "message_timestamp": 1795599000000,
-    }
+    """The documented example message, a copy of it to mutate."""
+    return copy.deepcopy(example_envelope(model, route))
 
 
 def mutate(envelope: dict[str, Any], where: str, field: str, value: Any) -> None:
