@@ -44,6 +44,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 HASHED, FAILED, DELETED, PENDING = "hashed", "failed", "deleted", "pending"
+#: Every state but deleted, named rather than `{"$ne": "deleted"}`: SecantusDB looks an
+#: equality or `$in` up in an index, a `$ne` it scans for (0.6 s instead of 3 ms an upload
+#: among 20 000 assets).
+LIVE = [HASHED, FAILED, PENDING]
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +87,12 @@ def _store_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, A
 
 
 #: Bounds on the ids one query names: MongoDB refuses a command over 16 MiB (PyMongo raises
-#: `DocumentTooLarge`), so a long list of long ids is asked for in several queries.
+#: `DocumentTooLarge`), so a long list of long ids is asked for in several queries. And a
+#: server may match `$in` value by value: SecantusDB took 37 ms for 100 ids and 1.9 s for
+#: 1 000 in one query; in queries of 100 ids a list costs about linear time there, and a real
+#: mongod one round trip per 100.
 ID_QUERY_BYTES = 4 * 1024 * 1024
-ID_QUERY_COUNT = 5000
+ID_QUERY_COUNT = 100
 
 
 def id_chunks(asset_ids: Sequence[str]) -> Iterator[list[str]]:
@@ -256,6 +263,12 @@ class AssetStore:
         await self._assets.create_index(
             [("portal_id", ASCENDING), ("asset_id", ASCENDING)], unique=True, name="portal_asset"
         )
+        # What updates of one asset in a given state name (a pin, a tombstone, a merge), so a
+        # server that uses an index only when it holds every field of the query still does.
+        await self._assets.create_index(
+            [("portal_id", ASCENDING), ("asset_id", ASCENDING), ("state", ASCENDING)],
+            name="portal_asset_state",
+        )
         await self._assets.create_index(
             [("portal_id", ASCENDING), ("state", ASCENDING), ("uploaded_at", ASCENDING)],
             name="portal_state_uploaded",
@@ -353,7 +366,7 @@ class AssetStore:
                 {
                     "portal_id": upload.portal_id,
                     "asset_id": upload.asset_id,
-                    "state": {"$ne": DELETED},
+                    "state": {"$in": LIVE},
                 },
                 update,
                 upsert=True,
@@ -384,7 +397,7 @@ class AssetStore:
         update = {"$set": {"state": DELETED, "deleted": tomb, "updated_at": now}}
         query: dict[str, Any] = {"portal_id": portal_id, "asset_id": asset_id}
         if create:
-            query["state"] = {"$ne": DELETED}
+            query["state"] = {"$in": LIVE}
             try:
                 await self._assets.update_one(
                     query, {**update, "$setOnInsert": {"created_at": now}}, upsert=True
@@ -506,12 +519,20 @@ class AssetStore:
         *,
         state: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """The portal's documents among `asset_ids`, asked for in queries that fit the server."""
-        base: dict[str, Any] = {"portal_id": portal_id}
-        if state is not None:
-            base["state"] = state
-        queries = [{**base, "asset_id": {"$in": chunk}} for chunk in id_chunks(asset_ids)]
-        return self._each(queries, projection, 1000)
+        """The portal's documents among `asset_ids` (in `state`, when given), asked for in
+        queries that fit the server.
+
+        The state is checked here, not in the query: SecantusDB uses an index only when it
+        holds every field a query names, and otherwise scans the collection (5.7 s instead of
+        25 ms for 100 ids among 20 000 assets).
+        """
+        queries = [
+            {"portal_id": portal_id, "asset_id": {"$in": chunk}} for chunk in id_chunks(asset_ids)
+        ]
+        found = self._each(queries, {**projection, "state": 1}, 1000)
+        if state is None:
+            return found
+        return (doc async for doc in found if doc["state"] == state)
 
     async def _each(
         self, queries: list[dict[str, Any]], projection: dict[str, Any], batch_size: int
