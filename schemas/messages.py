@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,12 +17,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import JsonDict
+from pydantic.json_schema import JsonDict, SkipJsonSchema
 
 from schemas.contract import PORTAL_ID_PATTERN
 
@@ -221,6 +222,9 @@ class FindDuplicates(Payload):
     max_distance: MaxDistance | None = None
     """`phash` rule only (refused with `verified`): largest Hamming distance to the original;
     absent = the configured default."""
+    include_kept: StrictBool = False
+    """Also answer with the sets a `keep-set` decision hides, flagged `kept: true` (for a
+    reviewer who wants to see everything)."""
 
     @model_validator(mode="after")
     def _radius_with_its_rule(self) -> FindDuplicates:
@@ -237,6 +241,18 @@ class MakeOriginal(Payload):
     """The tenant."""
     asset_id: Id
     """The asset to pin as original."""
+
+
+class Merge(Payload):
+    """What the original of a set keeps of the duplicates a `delete-duplicates` deletes."""
+
+    tags: Literal["keep", "union"] = "keep"
+    """`keep`: its own tags; `union`: its own, then every deleted asset's tags it lacks."""
+    description: Literal["keep", "append"] = "keep"
+    """`keep`: its own; `append`: its own, then each non-empty line of the deleted assets'
+    descriptions it does not hold yet, in set order."""
+    title: Literal["keep", "longest"] = "keep"
+    """`keep`: its own; `longest`: the longest title of the set (its own on a tie)."""
 
 
 class DeleteDuplicates(Payload):
@@ -259,8 +275,99 @@ class DeleteDuplicates(Payload):
     max_distance: MaxDistance | None = None
     """`phash` rule only (refused with `verified`): each asset must still be this close to the
     original; absent = the configured default."""
+    merge: Merge = Merge()
+    """What the original keeps of the deleted assets' metadata; absent = nothing (its own
+    metadata stays as it is). The merged metadata is in the answer's `original`."""
 
     @model_validator(mode="after")
     def _radius_with_its_rule(self) -> DeleteDuplicates:
         _radius_only_with_phash(self.match, self.max_distance)
         return self
+
+
+#: Most asset ids one decision names; most decisions one command carries; most ids in all.
+DECISION_IDS = 1000
+DECISION_SETS = 1000
+COMMAND_DECISION_IDS = 10_000
+
+DecidedIds = Annotated[
+    list[Id],
+    Field(min_length=2, max_length=DECISION_IDS, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(lambda ids: _unique(ids)),
+]
+"""The assets one decision is about: 2 to 1 000 different ids."""
+
+
+def _unique(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for n, asset_id in enumerate(ids):
+        if asset_id in seen:
+            raise ValueError(f"asset id {asset_id!r} is repeated (at position {n})")
+        seen.add(asset_id)
+    return ids
+
+
+class _Decision(Payload):
+    """A review decision over one set of assets (`asset_ids`) or over many (`sets`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["asset_ids"]}, {"required": ["sets"]}]}
+    )
+
+    command_id: Id
+    """Carried out once; a redelivery re-publishes the first outcome."""
+    portal_id: PortalId
+    """The tenant."""
+    # Exactly one of the two: absent, never null, in the model and its JSON Schema alike.
+    asset_ids: DecidedIds | SkipJsonSchema[None] = None
+    """One decision: the assets it is about (2-1 000 different ids). Give this or `sets`."""
+    sets: (
+        Annotated[list[DecidedIds], Field(min_length=1, max_length=DECISION_SETS)]
+        | SkipJsonSchema[None]
+    ) = None
+    """Bulk review: up to 1 000 decisions of 2-1 000 ids each, at most 10 000 ids in all,
+    each recorded as if sent alone. Give this or `asset_ids`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_of_ids_or_sets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = [name for name in ("asset_ids", "sets") if name in data]
+            if len(given) != 1:
+                raise ValueError("give exactly one of asset_ids and sets")
+            if data[given[0]] is None:
+                raise ValueError(f"{given[0]} may be absent but not null")
+        return data
+
+    @model_validator(mode="after")
+    def _bounded(self) -> _Decision:
+        total = sum(map(len, self.decided_sets()))
+        if total > COMMAND_DECISION_IDS:
+            raise ValueError(
+                f"sets name {total} asset ids; one command names at most {COMMAND_DECISION_IDS}"
+            )
+        return self
+
+    def decided_sets(self) -> list[list[str]]:
+        """The decisions this command carries, one list of ids each."""
+        return [list(self.asset_ids)] if self.asset_ids is not None else list(self.sets or [])
+
+
+class MarkDistinct(_Decision):
+    """A user clicked "Not duplicates": no two of these assets are put in one set again."""
+
+
+class KeepSet(_Decision):
+    """A user clicked "Keep all": a set whose members are all among these is left out of
+    later answers, until a new asset joins it."""
+
+
+class ForgetDecisions(Payload):
+    """A user changed their mind: every decision that names any of these assets is removed."""
+
+    command_id: Id
+    """Carried out once; a redelivery re-publishes the first outcome."""
+    portal_id: PortalId
+    """The tenant."""
+    asset_ids: Annotated[list[Id], Field(min_length=1, max_length=COMMAND_DECISION_IDS)]
+    """The assets whose decisions go (1-10 000 ids)."""

@@ -10,16 +10,28 @@ around originals and never chain: every member is within the radius of its own o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.matching import KINDS, Fingerprints, Pairs, confirmed_pairs
+from worker.matching import KINDS, Fingerprints, Pairs, candidate_pairs, confirmed_pairs
 from worker.neighbours import pairs_within
 
 IntArray = NDArray[np.int64]
+
+
+class Apart(Protocol):
+    """Which assets a user said are no copies of one another (see `decisions.Decided`)."""
+
+    def apart(self, first: NDArray[np.intp], second: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """For each pair (first[k], second[k]): are the two kept apart?"""
+        ...
+
+    def named(self, positions: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """For each position: is it kept apart from anything at all?"""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +62,33 @@ class Group:
     `matching.KINDS`, 0 = the original itself)."""
     similarity: NDArray[np.float64] | None = None
     """Verified matching only: signature similarity of each member to the original."""
+    reason: str | None = None
+    """Why the original leads (`original_reason`), once known."""
+    kept: bool = False
+    """A keep decision holds every member (see `decisions.review`)."""
+    reopened: bool = False
+    """A keep decision holds some members and others joined them since."""
+    new: NDArray[np.bool_] | None = None
+    """A reopened set only: which members the keep decision does not hold."""
 
     def kind(self, position: int) -> str | None:
         """The published name of how the member at `position` matches (None under `phash`)."""
         return None if self.kinds is None else KINDS[int(self.kinds[position])]
+
+    def taken(self, index: NDArray[np.intp]) -> Group:
+        """The same set with its members (and everything said per member) in `index` order."""
+
+        def pick(column: Any) -> Any:
+            return None if column is None else column[index]
+
+        return replace(
+            self,
+            members=self.members[index],
+            distances=self.distances[index],
+            kinds=pick(self.kinds),
+            similarity=pick(self.similarity),
+            new=pick(self.new),
+        )
 
 
 def original_key(
@@ -65,6 +100,39 @@ def original_key(
     earliest upload; then the smallest asset id, so the order is total and repeatable.
     """
     return (-pinned_at_us, -pixels, uploaded_at_us, asset_id)
+
+
+#: The rules of original order, in `original_key`'s order, as the events name them.
+ORIGINAL_RULES = ("pinned", "most_pixels", "earliest_upload", "smallest_id")
+
+
+def original_reason(
+    original: tuple[int, int, int, str], runner_up: tuple[int, int, int, str]
+) -> str:
+    """The first rule of original order (see `original_key`) that puts `original` before
+    `runner_up`, so a portal can say "kept because it has the most pixels"."""
+    for rule, mine, theirs in zip(ORIGINAL_RULES, original, runner_up, strict=True):
+        if mine != theirs:
+            return rule
+    raise ValueError("an asset is not its own runner-up")
+
+
+def with_reasons(candidates: Candidates, groups: list[Group]) -> list[Group]:
+    """Each set with the reason its original leads. The groups must be in original order
+    inside (as `find_sets` forms them), so the runner-up is the second member."""
+
+    def key(position: int) -> tuple[int, int, int, str]:
+        return original_key(
+            int(candidates.pinned_at_us[position]),
+            int(candidates.pixels[position]),
+            int(candidates.uploaded_at_us[position]),
+            candidates.asset_ids[position],
+        )
+
+    return [
+        replace(g, reason=original_reason(key(int(g.members[0])), key(int(g.members[1]))))
+        for g in groups
+    ]
 
 
 def original_order(
@@ -92,12 +160,16 @@ def find_sets(
     *,
     threads: int = 1,
     pairs: Pairs | None = None,
+    apart: Apart | None = None,
 ) -> list[Group]:
     """Duplicate sets under a matching rule: `phash` within `max_distance`, or `verified`
-    (whose candidate `pairs` may have been found already, see `matching.candidate_pairs`)."""
+    (whose candidate `pairs` may have been found already, see `matching.candidate_pairs`).
+    Assets that `apart` keeps apart are no match under either rule, and never share a set."""
     if rule == "verified":
-        return form_verified_sets(_prints(candidates), order, threads=threads, pairs=pairs)
-    return form_sets(candidates.phashes, order, max_distance, threads=threads)
+        return form_verified_sets(
+            _prints(candidates), order, threads=threads, pairs=pairs, apart=apart
+        )
+    return form_sets(candidates.phashes, order, max_distance, threads=threads, apart=apart)
 
 
 def matches_of(candidates: Candidates, index: int, rule: str, max_distance: int) -> set[int]:
@@ -120,16 +192,26 @@ def _prints(candidates: Candidates) -> Fingerprints:
 
 
 def form_sets(
-    hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int, *, threads: int = 1
+    hashes: NDArray[np.uint64],
+    order: NDArray[np.intp],
+    max_distance: int,
+    *,
+    threads: int = 1,
+    apart: Apart | None = None,
 ) -> list[Group]:
     """Duplicate sets of at least two members, each formed around its original.
 
     `order` is the original order (see `original_order`). Sets come out in the order of their
-    originals.
+    originals. Pairs `apart` keeps apart never match.
     """
-    if max_distance == 0:
+    if max_distance == 0 and apart is None:
         return _equal_hash_sets(hashes, order)
-    return _radius_sets(hashes, order, max_distance, threads)
+    # Equal hashes are pairs within radius 0, so a decision can split them like any others.
+    first, second, distance = pairs_within(hashes, max_distance, threads=threads)
+    if apart is not None:
+        close = ~apart.apart(first, second)
+        first, second, distance = first[close], second[close], distance[close]
+    return _greedy_sets(len(hashes), order, first, second, distance, None, None, apart)
 
 
 def _equal_hash_sets(hashes: NDArray[np.uint64], order: NDArray[np.intp]) -> list[Group]:
@@ -150,27 +232,23 @@ def _equal_hash_sets(hashes: NDArray[np.uint64], order: NDArray[np.intp]) -> lis
     return groups
 
 
-def _radius_sets(
-    hashes: NDArray[np.uint64], order: NDArray[np.intp], max_distance: int, threads: int
-) -> list[Group]:
-    # Only assets with a neighbour can be in a set: find every close pair once (multi-index
-    # hashing, exact), then run the greedy rule over that sparse graph in original order.
-    first, second, distance = pairs_within(hashes, max_distance, threads=threads)
-    return _greedy_sets(len(hashes), order, first, second, distance, None, None)
-
-
 def form_verified_sets(
     prints: Fingerprints,
     order: NDArray[np.intp],
     *,
     threads: int = 1,
     pairs: Pairs | None = None,
+    apart: Apart | None = None,
 ) -> list[Group]:
     """Duplicate sets under the verified matcher (see `matching`), formed like `form_sets`.
 
     Every member is a confirmed match of its own original; members carry the kind of match and
-    the similarity.
+    the similarity. Pairs `apart` keeps apart are not even confirmed.
     """
+    if apart is not None:
+        first, second = candidate_pairs(prints, threads=threads) if pairs is None else pairs
+        close = ~apart.apart(first, second)
+        pairs = (first[close], second[close])
     found = confirmed_pairs(prints, threads=threads, pairs=pairs)
     return _greedy_sets(
         len(prints.phashes),
@@ -180,6 +258,7 @@ def form_verified_sets(
         found.distance,
         found.kind,
         found.similarity,
+        apart,
     )
 
 
@@ -191,9 +270,12 @@ def _greedy_sets(
     distance: NDArray[np.int64],
     kind: NDArray[np.int8] | None,
     similarity: NDArray[np.float64] | None,
+    apart: Apart | None = None,
 ) -> list[Group]:
     """The product's rule over a sparse graph of accepted pairs: in original order, each asset
-    not yet taken becomes an original and takes its untaken neighbours."""
+    not yet taken becomes an original and takes its untaken neighbours; of neighbours kept
+    apart from one another, only the first in original order (the others stay free to lead or
+    join a later set)."""
     if first.size == 0:
         return []
     source = np.concatenate((first, second))
@@ -219,6 +301,9 @@ def _greedy_sets(
         edges = edge[starts[original] : starts[original + 1]][free]
         by_rank = np.argsort(rank[members], kind="stable")
         members, edges = members[by_rank], edges[by_rank]
+        if apart is not None:
+            taken = _not_apart(members, apart)
+            members, edges = members[taken], edges[taken]
         assigned[members] = True
         groups.append(
             Group(
@@ -229,6 +314,21 @@ def _greedy_sets(
             )
         )
     return groups
+
+
+def _not_apart(members: NDArray[np.intp], apart: Apart) -> NDArray[np.bool_]:
+    """Which of a set's would-be members (in original order) it takes: each one not kept apart
+    from a member taken before it. Only members named by a distinct decision are compared."""
+    taken = np.ones(len(members), dtype=bool)
+    named = np.flatnonzero(apart.named(members))
+    if len(named) < 2:
+        return taken
+    i, j = np.triu_indices(len(named), k=1)
+    split = apart.apart(members[named[i]], members[named[j]])
+    for a, b in zip(named[i[split]].tolist(), named[j[split]].tolist(), strict=True):
+        if taken[a]:  # pairs come by their first member, in order: a decides before b
+            taken[b] = False
+    return taken
 
 
 def sort_rank(
@@ -251,14 +351,6 @@ def arrange(groups: list[Group], rank: NDArray[np.intp]) -> list[Group]:
     arranged = []
     for group in groups:
         rest = np.argsort(rank[group.members[1:]], kind="stable") + 1
-        index = np.r_[0, rest].astype(np.intp)
-        arranged.append(
-            Group(
-                group.members[index],
-                group.distances[index],
-                None if group.kinds is None else group.kinds[index],
-                None if group.similarity is None else group.similarity[index],
-            )
-        )
+        arranged.append(group.taken(np.r_[0, rest].astype(np.intp)))
     arranged.sort(key=lambda g: int(rank[g.members].min()))
     return arranged
