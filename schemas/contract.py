@@ -50,6 +50,9 @@ ACTORS: dict[str, ActorRoute] = {
     "FindDuplicates": ActorRoute("find_duplicates", SEARCHES_QUEUE),
     "MakeOriginal": ActorRoute("make_original", COMMANDS_QUEUE),
     "DeleteDuplicates": ActorRoute("delete_duplicates", COMMANDS_QUEUE),
+    "MarkDistinct": ActorRoute("mark_distinct", COMMANDS_QUEUE),
+    "KeepSet": ActorRoute("keep_set", COMMANDS_QUEUE),
+    "ForgetDecisions": ActorRoute("forget_decisions", COMMANDS_QUEUE),
 }
 
 #: The backfill route of `AssetUploaded` payloads.

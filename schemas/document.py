@@ -35,6 +35,9 @@ PAYLOADS: tuple[type[messages.Payload], ...] = (
     messages.FindDuplicates,
     messages.MakeOriginal,
     messages.DeleteDuplicates,
+    messages.MarkDistinct,
+    messages.KeepSet,
+    messages.ForgetDecisions,
 )
 
 #: One valid example of every message, checked against its model when the document is built.
@@ -62,7 +65,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "portal_id": "acme",
         "original_id": "43",
         "asset_ids": ["42"],
+        "merge": {"tags": "union", "description": "append", "title": "keep"},
     },
+    "MarkDistinct": {"command_id": "c-3", "portal_id": "acme", "asset_ids": ["43", "44"]},
+    "KeepSet": {"command_id": "c-4", "portal_id": "acme", "sets": [["45", "46"], ["47", "48"]]},
+    "ForgetDecisions": {"command_id": "c-5", "portal_id": "acme", "asset_ids": ["44"]},
     "AssetHashed": {
         "portal_id": "acme",
         "asset_id": "42",
@@ -102,6 +109,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                         "original": True,
                         "match": "original",
                         "similarity": 1.0,
+                        "original_reason": "most_pixels",
+                        "new": False,
                     },
                     {
                         "asset_id": "42",
@@ -116,8 +125,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                         "original": False,
                         "match": "near",
                         "similarity": 0.987,
+                        "original_reason": None,
+                        "new": False,
                     },
                 ],
+                "kept": False,
+                "reopened": False,
             }
         ],
     },
@@ -133,7 +146,33 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "portal_id": "acme",
         "original_id": "43",
         "deleted": ["42"],
-        "rejected": [{"asset_id": "44", "reason": "not_a_duplicate"}],
+        "rejected": [{"asset_id": "44", "reason": "distinct"}],
+        "original": {
+            "asset_id": "43",
+            "title": "Harbour",
+            "description": "Harbour at dawn\nShot from the pier",
+            "tags": ["sea", "boats"],
+        },
+    },
+    "DistinctMarked": {
+        "command_id": "c-3",
+        "portal_id": "acme",
+        "decisions": [{"asset_ids": ["43", "44"], "rejected": []}],
+    },
+    "SetKept": {
+        "command_id": "c-4",
+        "portal_id": "acme",
+        "decisions": [
+            {"asset_ids": ["45", "46"], "rejected": []},
+            {"asset_ids": [], "rejected": [{"asset_id": "48", "reason": "not_found"}]},
+        ],
+    },
+    "DecisionsForgotten": {
+        "command_id": "c-5",
+        "portal_id": "acme",
+        "asset_ids": ["44"],
+        "forgotten": 1,
+        "rejected": [],
     },
     "CommandRejected": {
         "command_id": "c-1",
@@ -152,6 +191,9 @@ REPLIES: dict[str, tuple[str, ...]] = {
     "FindDuplicates": ("DuplicatesFound", "RequestFailed"),
     "MakeOriginal": ("OriginalChanged", "CommandRejected"),
     "DeleteDuplicates": ("DuplicatesDeleted", "CommandRejected"),
+    "MarkDistinct": ("DistinctMarked", "CommandRejected"),
+    "KeepSet": ("SetKept", "CommandRejected"),
+    "ForgetDecisions": ("DecisionsForgotten", "CommandRejected"),
 }
 
 

@@ -110,6 +110,11 @@ MatchKind = Literal["original", "identical", "same_phash", "near", "mirrored", "
 bytes), `same_phash`, `near` (see `distance` and `similarity`), `mirrored` or `rotated`."""
 
 
+OriginalReason = Literal["pinned", "most_pixels", "earliest_upload", "smallest_id"]
+"""Why the original is the original: it was pinned (`make-original`, the latest pin first), it
+has the most pixels, the earliest upload, or, all else equal, the smallest asset id."""
+
+
 class SetMember(BaseModel):
     """One asset of a duplicate set."""
 
@@ -139,6 +144,11 @@ class SetMember(BaseModel):
     """How it matches the original."""
     similarity: Annotated[float, Field(ge=-1, le=1)] | None = None
     """`verified` rule only: signature correlation with the original, 1 = the same picture."""
+    original_reason: OriginalReason | None = None
+    """The original only: the first rule of original order that put it before the runner-up
+    (see `OriginalReason`); null for the other members."""
+    new: bool = False
+    """In a reopened set: this member is not among the assets the user kept together."""
 
 
 class DuplicateSet(BaseModel):
@@ -149,6 +159,12 @@ class DuplicateSet(BaseModel):
     """Stable id of the set: the asset id of its original."""
     assets: list[SetMember]
     """Original first, then the others in the requested sort."""
+    kept: bool = False
+    """Every member was kept together by a `keep-set` decision; only answered with
+    `include_kept: true`."""
+    reopened: bool = False
+    """A `keep-set` decision kept some of these members together, and new ones joined them
+    since (flagged `new`); the set is answered again for review."""
 
 
 class DuplicatesFound(Event):
@@ -199,7 +215,7 @@ class OriginalChanged(Event):
     """The new original."""
 
 
-RejectionReason = Literal["not_found", "is_original", "not_a_duplicate"]
+RejectionReason = Literal["not_found", "is_original", "not_a_duplicate", "distinct"]
 
 
 class Rejection(BaseModel):
@@ -210,11 +226,27 @@ class Rejection(BaseModel):
     """The asset left alone."""
     reason: RejectionReason
     """`not_found` (unknown in this portal, or never hashed), `is_original` (the original, or an
-    asset that outranks it), `not_a_duplicate` (farther than `max_distance` from the original)."""
+    asset that outranks it), `not_a_duplicate` (farther than `max_distance` from the original),
+    `distinct` (a `mark-distinct` decision says it is not a duplicate of the original)."""
+
+
+class MergedMetadata(BaseModel):
+    """The original's metadata after a `delete-duplicates`, as its `merge` policy made it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    asset_id: str
+    """The original."""
+    title: str
+    """Its title."""
+    description: str
+    """Its description."""
+    tags: list[str]
+    """Its tags."""
 
 
 class DuplicatesDeleted(Event):
-    """A `delete-duplicates` command took effect; the portal removes the deleted files."""
+    """A `delete-duplicates` command took effect; the portal removes the deleted files and
+    applies `original` to its own record."""
 
     event_type: ClassVar[str] = "duplicates.deleted"
     command_id: str
@@ -227,6 +259,60 @@ class DuplicatesDeleted(Event):
     """Assets now deleted (including ones deleted before)."""
     rejected: list[Rejection]
     """Assets left alone, with the reason."""
+    original: MergedMetadata
+    """The original's metadata as merged (its own when nothing was merged); the worker stores
+    the same."""
+
+
+class Decided(BaseModel):
+    """One decision of a `mark-distinct` or `keep-set` command, as recorded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    asset_ids: list[str]
+    """The assets the decision now holds: those given that are live in this portal (none when
+    fewer than two were, and then nothing is recorded)."""
+    rejected: list[Rejection]
+    """Assets left out, reason `not_found` (unknown in this portal, deleted or never hashed)."""
+
+
+class DistinctMarked(Event):
+    """A `mark-distinct` command took effect: no two assets of a decision share a set again."""
+
+    event_type: ClassVar[str] = "distinct.marked"
+    command_id: str
+    """The command."""
+    portal_id: str
+    """The tenant."""
+    decisions: list[Decided]
+    """One per set given (one for `asset_ids`), in order."""
+
+
+class SetKept(Event):
+    """A `keep-set` command took effect: sets within a decision leave later answers."""
+
+    event_type: ClassVar[str] = "set.kept"
+    command_id: str
+    """The command."""
+    portal_id: str
+    """The tenant."""
+    decisions: list[Decided]
+    """One per set given (one for `asset_ids`), in order."""
+
+
+class DecisionsForgotten(Event):
+    """A `forget-decisions` command took effect."""
+
+    event_type: ClassVar[str] = "decisions.forgotten"
+    command_id: str
+    """The command."""
+    portal_id: str
+    """The tenant."""
+    asset_ids: list[str]
+    """The given assets known in this portal (live or deleted)."""
+    forgotten: int
+    """How many decisions were removed (0 when none named them)."""
+    rejected: list[Rejection]
+    """Assets unknown in this portal (`not_found`)."""
 
 
 class CommandRejected(Event):
@@ -251,5 +337,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     RequestFailed,
     OriginalChanged,
     DuplicatesDeleted,
+    DistinctMarked,
+    SetKept,
+    DecisionsForgotten,
     CommandRejected,
 )

@@ -50,24 +50,32 @@ from schemas.events import (
     AssetHashed,
     AssetRemovalStored,
     CommandRejected,
+    Decided,
+    DecisionsForgotten,
+    DistinctMarked,
     DuplicatesDeleted,
     Event,
+    MergedMetadata,
     OriginalChanged,
     Rejection,
     RequestFailed,
+    SetKept,
 )
 from schemas.messages import (
     AssetRemoved,
     AssetUploaded,
     DeleteDuplicates,
     FindDuplicates,
+    ForgetDecisions,
+    KeepSet,
     MakeOriginal,
+    MarkDistinct,
     MatchRule,
     Payload,
     Scope,
     chosen_rule,
 )
-from worker import deletion, grouping, matching, pages
+from worker import decisions, deletion, grouping, matching, merging, pages
 from worker.broker import build_broker, mark_dead
 from worker.budget import DecodeBudget
 from worker.config import get_settings
@@ -458,6 +466,8 @@ async def _refuse_deleted(rt: Runtime, upload: AssetUploaded, delivery: Delivery
 async def asset_removed(removed: AssetRemoved, rt: Runtime, delivery: Delivery) -> None:
     """Tombstone an asset the portal deleted by its own means."""
     await rt.store.tombstone(removed.portal_id, removed.asset_id, via="asset-removed", create=True)
+    # Every time, not only when the tombstone is new: a crash may have come between the two.
+    await rt.store.leave_decisions(removed.portal_id, [removed.asset_id])
     await rt.publisher.publish(
         AssetRemovalStored(portal_id=removed.portal_id, asset_id=removed.asset_id)
     )
@@ -512,11 +522,16 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
     threads = rt.settings.search_threads
     # Searching is CPU work over arrays: off the event loop, so heartbeats and other actors run.
     loop = asyncio.get_running_loop()
+    decided = await _decided(rt, request, candidates.asset_ids)
+    apart = None if decided.distinct.count == 0 else decided
     pairs = None
     if candidates.prints is not None:  # verified: signatures only for the candidates' assets
         pairs = await loop.run_in_executor(
             None, functools.partial(matching.candidate_pairs, candidates.prints, threads=threads)
         )
+        if apart is not None:  # a pair a user keeps apart needs no signatures either
+            close = ~apart.apart(*pairs)
+            pairs = (pairs[0][close], pairs[1][close])
         named = matching.named_assets(pairs)
         ids = [candidates.asset_ids[i] for i in named.tolist()]
         stored = await rt.store.signatures(request.portal_id, ids)
@@ -527,8 +542,18 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
     found = await loop.run_in_executor(
         None,
         functools.partial(
-            grouping.find_sets, candidates, order, rule, max_distance, threads=threads, pairs=pairs
+            grouping.find_sets,
+            candidates,
+            order,
+            rule,
+            max_distance,
+            threads=threads,
+            pairs=pairs,
+            apart=apart,
         ),
+    )
+    found = decisions.review(
+        grouping.with_reasons(candidates, found), decided, include_kept=request.include_kept
     )
     groups = pages.bank_order(candidates, found, request.sort)
     total = len(groups)
@@ -562,6 +587,15 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
         len(candidates.asset_ids),
         delivery.message_id,
     )
+
+
+async def _decided(rt: Runtime, request: FindDuplicates, asset_ids: list[str]) -> decisions.Decided:
+    """The portal's decisions as memberships of the search's candidates."""
+    found = await rt.store.decisions(request.portal_id)
+    if not found:
+        return decisions.NONE
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, decisions.decided, asset_ids, found)
 
 
 #: Member documents an answer keeps between sizing its pages and sending them; a larger answer
@@ -691,7 +725,25 @@ async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: De
             return missing
         at = pair.asset_ids.index(command.original_id)
         duplicates = {pair.asset_ids[i] for i in grouping.matches_of(pair, at, rule, max_distance)}
-        decision = deletion.decide(original, command.asset_ids, live, deleted, duplicates)
+        apart = await rt.store.distinct_from(command.portal_id, command.original_id)
+        decision = deletion.decide(original, command.asset_ids, live, deleted, duplicates, apart)
+        # Merged before the tombstones, so a retry after a crash in between merges the same
+        # assets again (a union, appended lines and the longest title come out the same).
+        docs = await rt.store.members(command.portal_id, [command.original_id, *decision.delete])
+        if command.original_id not in docs:
+            return missing
+        own = _metadata(docs[command.original_id])
+        kept = merging.merged(
+            own, [_metadata(docs[a]) for a in decision.delete if a in docs], command.merge
+        )
+        if kept != own:
+            await rt.store.set_metadata(
+                command.portal_id,
+                command.original_id,
+                title=kept.title,
+                description=kept.description,
+                tags=list(kept.tags),
+            )
         done = set(decision.already_deleted)
         rejected = list(decision.rejected)
         for asset_id in decision.delete:
@@ -709,6 +761,8 @@ async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: De
                     done.add(asset_id)
                 else:
                     rejected.append((asset_id, "not_found"))
+        # A deleted asset's decisions are forgotten (those left naming one asset go too).
+        await rt.store.leave_decisions(command.portal_id, sorted(done))
         log.info(
             "command %s of portal %s deleted %d, rejected %d (message %s)",
             command.command_id,
@@ -723,6 +777,100 @@ async def delete_duplicates(command: DeleteDuplicates, rt: Runtime, delivery: De
             original_id=command.original_id,
             deleted=[a for a in dict.fromkeys(command.asset_ids) if a in done],
             rejected=[Rejection(asset_id=a, reason=r) for a, r in rejected],
+            original=MergedMetadata(
+                asset_id=command.original_id,
+                title=kept.title,
+                description=kept.description,
+                tags=list(kept.tags),
+            ),
         )
 
     await _once(rt, "delete_duplicates", command.portal_id, command.command_id, act)
+
+
+def _metadata(doc: dict[str, Any]) -> merging.Metadata:
+    return merging.Metadata(
+        title=doc.get("title", ""),
+        description=doc.get("description", ""),
+        tags=tuple(doc.get("tags", [])),
+    )
+
+
+# ----- review decisions -------------------------------------------------------------------------
+
+
+async def _decide(
+    rt: Runtime,
+    command: MarkDistinct | KeepSet,
+    name: str,
+    kind: str,
+    answer: type[DistinctMarked | SetKept],
+    delivery: Delivery,
+) -> None:
+    """Record a command's decisions over the portal's live assets; ids it does not know (of
+    another portal, deleted, never hashed) are left out and said so."""
+
+    async def act() -> Event:
+        sets = command.decided_sets()
+        state = await rt.store.known(command.portal_id, [a for ids in sets for a in ids])
+        outcomes = []
+        for ids in sets:
+            live = [a for a in ids if state.get(a) == HASHED]
+            outcomes.append(
+                Decided(
+                    asset_ids=live if len(live) >= 2 else [],
+                    rejected=[
+                        Rejection(asset_id=a, reason="not_found")
+                        for a in ids
+                        if state.get(a) != HASHED
+                    ],
+                )
+            )
+        await rt.store.record_decisions(
+            command.portal_id, command.command_id, kind, [o.asset_ids for o in outcomes]
+        )
+        log.info(
+            "command %s of portal %s recorded %d %s decisions (message %s)",
+            command.command_id,
+            command.portal_id,
+            sum(1 for o in outcomes if o.asset_ids),
+            kind,
+            delivery.message_id,
+        )
+        return answer(
+            command_id=command.command_id, portal_id=command.portal_id, decisions=outcomes
+        )
+
+    await _once(rt, name, command.portal_id, command.command_id, act)
+
+
+@_contract_actor(MarkDistinct, _command_failed, ("command_id", "portal_id"))
+async def mark_distinct(command: MarkDistinct, rt: Runtime, delivery: Delivery) -> None:
+    """A user's "Not duplicates": no two of these assets share a set again, under any rule."""
+    await _decide(rt, command, "mark_distinct", decisions.DISTINCT, DistinctMarked, delivery)
+
+
+@_contract_actor(KeepSet, _command_failed, ("command_id", "portal_id"))
+async def keep_set(command: KeepSet, rt: Runtime, delivery: Delivery) -> None:
+    """A user's "Keep all": sets within these assets leave answers until a new asset joins."""
+    await _decide(rt, command, "keep_set", decisions.KEPT, SetKept, delivery)
+
+
+@_contract_actor(ForgetDecisions, _command_failed, ("command_id", "portal_id"))
+async def forget_decisions(command: ForgetDecisions, rt: Runtime, delivery: Delivery) -> None:
+    """Remove every decision naming any of the assets: their sets are answered as found."""
+
+    async def act() -> Event:
+        ids = list(dict.fromkeys(command.asset_ids))
+        state = await rt.store.known(command.portal_id, ids)
+        known = [a for a in ids if a in state]
+        forgotten = await rt.store.forget_decisions(command.portal_id, known)
+        return DecisionsForgotten(
+            command_id=command.command_id,
+            portal_id=command.portal_id,
+            asset_ids=known,
+            forgotten=forgotten,
+            rejected=[Rejection(asset_id=a, reason="not_found") for a in ids if a not in state],
+        )
+
+    await _once(rt, "forget_decisions", command.portal_id, command.command_id, act)

@@ -48,12 +48,15 @@ def decide(
     live: Mapping[str, AssetFacts],
     deleted: frozenset[str],
     duplicates: Set[str],
+    apart: Set[str] = frozenset(),
 ) -> Decision:
     """Sort each requested asset into delete, already deleted or rejected (with its reason).
 
     `live` holds the facts of the requested assets that exist, are hashed and are not deleted;
     `deleted` the ids already tombstoned in this portal. Anything else is unknown to the portal.
-    Duplicated ids in `requested` are decided once.
+    `apart` are the assets a distinct decision keeps apart from the original: a user said they
+    are no copies of it, so they are not deleted as copies. Duplicated ids in `requested` are
+    decided once.
     """
     delete: list[str] = []
     already: list[str] = []
@@ -66,6 +69,8 @@ def decide(
             already.append(asset_id)
         elif facts is None:
             rejected.append((asset_id, "not_found"))
+        elif asset_id in apart:
+            rejected.append((asset_id, "distinct"))
         elif asset_id not in duplicates:
             rejected.append((asset_id, "not_a_duplicate"))
         elif facts.key < original.key:

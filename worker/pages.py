@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from schemas.events import DuplicateSet, DuplicatesFound, MatchKind, SetMember
+from schemas.events import DuplicateSet, DuplicatesFound, MatchKind, OriginalReason, SetMember
 from schemas.messages import MatchRule, Sort
 from worker.grouping import Candidates, Group, arrange, sort_rank
 
@@ -145,7 +145,11 @@ def build_page(
             keep = bool(members)
         if keep:
             set_id = asset_ids[int(group.members[0])]
-            sets.append(DuplicateSet(set_id=set_id, assets=members))
+            sets.append(
+                DuplicateSet(
+                    set_id=set_id, assets=members, kept=group.kept, reopened=group.reopened
+                )
+            )
     return DuplicatesFound(
         request_id=request_id,
         portal_id=portal_id,
@@ -202,6 +206,8 @@ def _members(
                 original=n == 0,
                 match=_kind(group, n, distance, _same_bytes(doc, original)),
                 similarity=None if group.similarity is None else round(group.similarity[n], 4),
+                original_reason=cast(OriginalReason, group.reason) if n == 0 else None,
+                new=bool(group.new[n]) if group.new is not None else False,
             )
         )
     return members

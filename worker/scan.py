@@ -136,7 +136,9 @@ def _group(
     )
     groups = pages.bank_order(
         candidates,
-        grouping.find_sets(candidates, order, match, max_distance, threads=threads),
+        grouping.with_reasons(
+            candidates, grouping.find_sets(candidates, order, match, max_distance, threads=threads)
+        ),
         sort,
     )
     docs: dict[str, dict[str, Any]] = {

@@ -8,6 +8,11 @@ Collections:
   acting twice.
 - `locks`: short per-portal leases that serialise commands across worker processes.
 - `search_slots`: leases that bound how many searches of one portal run at once.
+- `decisions`: review decisions (`distinct`, `kept`), one document per decision, naming its
+  assets; indexed by portal and asset, for the delete that checks one original's and the
+  forgetting that finds those naming an asset.
+- `decision_digests`: the same decisions packed into a few texts per portal (chunks of up to
+  `DIGEST_DECISIONS`), for the search that reads all of a portal's at once.
 
 Driver errors that mean "the database is not reachable right now" become `StoreUnavailable`
 (retried); anything else is a bug and propagates.
@@ -19,7 +24,16 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+    Set,
+)
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -27,9 +41,15 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+)
 
 from schemas.messages import AssetUploaded, Scope
 from worker.config import Settings
@@ -48,6 +68,11 @@ HASHED, FAILED, DELETED, PENDING = "hashed", "failed", "deleted", "pending"
 #: equality or `$in` up in an index, a `$ne` it scans for (0.6 s instead of 3 ms an upload
 #: among 20 000 assets).
 LIVE = [HASHED, FAILED, PENDING]
+
+#: Most decisions, and most asset ids, one digest chunk holds: rewriting one (after a
+#: command changed it) reads at most this many ids back.
+DIGEST_DECISIONS = 500
+DIGEST_IDS = 5000
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +257,8 @@ class AssetStore:
         self._commands: AsyncCollection[dict[str, Any]] = db["commands"]
         self._locks: AsyncCollection[dict[str, Any]] = db["locks"]
         self._slots: AsyncCollection[dict[str, Any]] = db["search_slots"]
+        self._decisions: AsyncCollection[dict[str, Any]] = db["decisions"]
+        self._digests: AsyncCollection[dict[str, Any]] = db["decision_digests"]
 
     @classmethod
     def connect(cls, url: str, database: str, *, timeout_ms: int) -> AssetStore:
@@ -279,6 +306,23 @@ class AssetStore:
         )
         await self._commands.create_index(
             [("portal_id", ASCENDING), ("command_id", ASCENDING)], unique=True, name="portal_cmd"
+        )
+        await self._decisions.create_index(
+            [("portal_id", ASCENDING), ("decision_id", ASCENDING)],
+            unique=True,
+            name="portal_decision",
+        )
+        await self._decisions.create_index(
+            [("portal_id", ASCENDING), ("asset_ids", ASCENDING)], name="portal_decided_asset"
+        )
+        await self._decisions.create_index(
+            [("portal_id", ASCENDING), ("command_id", ASCENDING)], name="portal_decision_cmd"
+        )
+        await self._decisions.create_index(
+            [("portal_id", ASCENDING), ("chunk", ASCENDING)], name="portal_decision_chunk"
+        )
+        await self._digests.create_index(
+            [("portal_id", ASCENDING), ("chunk", ASCENDING)], unique=True, name="portal_chunk"
         )
 
     @_store_errors
@@ -604,6 +648,185 @@ class AssetStore:
             async for doc in cursor
         ]
         return sorted(rows, key=lambda r: (r["portal_id"], r["state"], r["reason"] or ""))
+
+    @_store_errors
+    async def known(self, portal_id: str, asset_ids: Sequence[str]) -> dict[str, str]:
+        """The state of each of `asset_ids` this portal has a document for, by asset id."""
+        projection = {"_id": 0, "asset_id": 1, "state": 1}
+        return {
+            doc["asset_id"]: doc["state"]
+            async for doc in self._by_ids(portal_id, asset_ids, projection)
+        }
+
+    @_store_errors
+    async def set_metadata(
+        self, portal_id: str, asset_id: str, *, title: str, description: str, tags: list[str]
+    ) -> None:
+        """Store merged metadata on a live asset (a later upload may replace it again)."""
+        await self._assets.update_one(
+            {"portal_id": portal_id, "asset_id": asset_id, "state": HASHED},
+            {
+                "$set": {
+                    "title": title,
+                    "description": description,
+                    "tags": tags,
+                    "updated_at": utcnow(),
+                }
+            },
+        )
+
+    # ----- decisions ----------------------------------------------------------------------------
+
+    @_store_errors
+    async def record_decisions(
+        self, portal_id: str, command_id: str, kind: str, decided: Sequence[Sequence[str]]
+    ) -> None:
+        """Record a command's decisions, the n-th as `<command_id>/<n>`, and the digests that
+        hold them; recording them again (a retried command) changes nothing.
+
+        Call it under the portal's command lock: digests are rewritten, not appended to.
+        """
+        docs: list[dict[str, Any]] = [
+            {
+                "portal_id": portal_id,
+                "decision_id": f"{command_id}/{n}",
+                "kind": kind,
+                "asset_ids": list(ids),
+                "command_id": command_id,
+            }
+            for n, ids in enumerate(decided)
+            if len(ids) >= 2
+        ]
+        if not docs:
+            return
+        # A retry finds its decisions where the first attempt put them.
+        placed = {
+            doc["decision_id"]: doc["chunk"]
+            async for doc in self._decisions.find(
+                {"portal_id": portal_id, "command_id": command_id},
+                {"_id": 0, "decision_id": 1, "chunk": 1},
+            )
+        }
+        last = await self._digests.find_one(
+            {"portal_id": portal_id}, {"_id": 0}, sort=[("chunk", DESCENDING)]
+        )
+        chunk, held, ids = (last["chunk"], last["decisions"], last["ids"]) if last else (0, 0, 0)
+        now = utcnow()
+        touched: set[int] = set()
+        for doc in docs:
+            if doc["decision_id"] in placed:
+                touched.add(placed[doc["decision_id"]])
+                continue
+            size = len(doc["asset_ids"])
+            if held and (held >= DIGEST_DECISIONS or ids + size > DIGEST_IDS):
+                chunk, held, ids = chunk + 1, 0, 0
+            held, ids = held + 1, ids + size
+            touched.add(chunk)
+            doc.update(chunk=chunk, at=now)
+        fresh = [doc for doc in docs if doc["decision_id"] not in placed]
+        if fresh:
+            try:
+                await self._decisions.insert_many(fresh, ordered=False)
+            except BulkWriteError as e:
+                if any(error.get("code") != 11000 for error in e.details.get("writeErrors", [])):
+                    raise  # anything but "recorded already"
+        await self._rebuild_digests(portal_id, touched)
+
+    async def _rebuild_digests(
+        self, portal_id: str, chunks: Iterable[int], leaving: Set[str] = frozenset()
+    ) -> None:
+        """Write each chunk's digest again from the decisions it holds (but `leaving`)."""
+        for chunk in sorted(set(chunks)):
+            lines: list[str] = []
+            ids = 0
+            query = {"portal_id": portal_id, "chunk": chunk}
+            projection = {"_id": 0, "decision_id": 1, "kind": 1, "asset_ids": 1}
+            async for doc in self._decisions.find(query, projection):
+                if doc["decision_id"] not in leaving:
+                    lines.append("\t".join([doc["kind"], *doc["asset_ids"]]))
+                    ids += len(doc["asset_ids"])
+            await self._digests.update_one(
+                query,
+                {"$set": {"packed": "\n".join(lines), "decisions": len(lines), "ids": ids}},
+                upsert=True,
+            )
+
+    async def decisions(self, portal_id: str) -> list[tuple[str, list[str]]]:
+        """(kind, asset ids) of all the portal's decisions, read from their digests: a few
+        documents holding one text each, where reading the decisions themselves would decode
+        every id array (ten times slower on SecantusDB at 100 000 decisions).
+
+        A deleted asset may still be named (the search finds it among no candidates).
+        """
+        found: list[tuple[str, list[str]]] = []
+        with _translated():
+            async for doc in self._digests.find({"portal_id": portal_id}, {"_id": 0, "packed": 1}):
+                for line in doc["packed"].split("\n") if doc["packed"] else ():
+                    kind, *ids = line.split("\t")
+                    found.append((kind, ids))
+        return found
+
+    @_store_errors
+    async def distinct_from(self, portal_id: str, asset_id: str) -> set[str]:
+        """Every asset a distinct decision keeps apart from `asset_id`."""
+        query = {"portal_id": portal_id, "asset_ids": asset_id, "kind": "distinct"}
+        apart: set[str] = set()
+        async for doc in self._decisions.find(query, {"_id": 0, "asset_ids": 1}):
+            apart.update(doc["asset_ids"])
+        apart.discard(asset_id)
+        return apart
+
+    @_store_errors
+    async def forget_decisions(self, portal_id: str, asset_ids: Sequence[str]) -> int:
+        """Remove every decision of the portal that names any of `asset_ids`; how many went.
+
+        The digests are rewritten without them before they are deleted, so a retry after a
+        crash in between finds them again and finishes. Call it under the command lock.
+        """
+        named = await self._named(portal_id, asset_ids)
+        if not named:
+            return 0
+        await self._rebuild_digests(portal_id, set(named.values()), leaving=set(named))
+        for chunk in id_chunks(list(named)):
+            await self._decisions.delete_many(
+                {"portal_id": portal_id, "decision_id": {"$in": chunk}}
+            )
+        return len(named)
+
+    async def _named(self, portal_id: str, asset_ids: Sequence[str]) -> dict[str, int]:
+        """The decisions naming any of `asset_ids`: decision id -> its digest chunk."""
+        named: dict[str, int] = {}
+        projection = {"_id": 0, "decision_id": 1, "chunk": 1}
+        for chunk in id_chunks(asset_ids):
+            query = {"portal_id": portal_id, "asset_ids": {"$in": chunk}}
+            async for doc in self._decisions.find(query, projection):
+                named[doc["decision_id"]] = doc["chunk"]
+        return named
+
+    @_store_errors
+    async def leave_decisions(self, portal_id: str, asset_ids: Sequence[str]) -> None:
+        """Take deleted assets out of the decisions naming them; a decision left with fewer
+        than two assets says nothing more and goes (idempotent, so a retry may repeat it).
+
+        The digests keep naming them until their chunk is next rewritten: a deleted asset is
+        never a search's candidate, so what they say is the same.
+        """
+        named = await self._named(portal_id, asset_ids)
+        if not named:
+            return
+        for chunk in id_chunks(asset_ids):
+            await self._decisions.update_many(
+                {"portal_id": portal_id, "asset_ids": {"$in": chunk}},
+                {"$pull": {"asset_ids": {"$in": chunk}}},
+            )
+        for chunk in id_chunks(list(named)):
+            await self._decisions.delete_many(
+                {
+                    "portal_id": portal_id,
+                    "decision_id": {"$in": chunk},
+                    "asset_ids.1": {"$exists": False},
+                }
+            )
 
     # ----- commands -----------------------------------------------------------------------------
 

@@ -117,6 +117,16 @@ VALUES: list[Any] = [
     {"retries": None},
     {"eta": None},
     {"max_retries": 99},
+    [["a", "b"]],
+    [["a", "a"]],
+    [["a"]],
+    [[]],
+    ["a", "b", "c"],
+    {"tags": "union"},
+    {"description": "append", "title": "longest"},
+    {"tags": "merge"},
+    {"unknown": "keep"},
+    False,
 ]
 
 FIELDS = sorted({name for _, model, _ in INBOUND for name in model.model_fields} | {"unknown"})
@@ -126,6 +136,7 @@ PATHS = (
     + [("payload", f) for f in FIELDS]
     + [("scope", f) for f in [*messages.Scope.model_fields, "unknown"]]
     + [("sort", f) for f in [*messages.Sort.model_fields, "unknown"]]
+    + [("merge", f) for f in [*messages.Merge.model_fields, "unknown"]]
     + [("options", f) for f in [*EnvelopeOptions.model_fields, "unknown"]]
 )
 
@@ -144,7 +155,7 @@ def mutate(envelope: dict[str, Any], where: str, field: str, value: Any) -> None
         target = envelope
     elif where == "payload":
         target = payload
-    elif where in ("scope", "sort"):
+    elif where in ("scope", "sort", "merge"):
         target = payload.setdefault(where, {}) if isinstance(payload, dict) else None
         if not isinstance(target, dict):
             return

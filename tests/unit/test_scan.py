@@ -58,8 +58,12 @@ def test_scan_prints_sets_as_json_shaped_like_the_contract(tmp_path: Path) -> No
         "original",
         "match",
         "similarity",
+        "original_reason",
+        "new",
     }
     assert small["match"] in ("same_phash", "near") and small["similarity"] is None
+    # Every original says why: big and copy have as many pixels, and big is the older
+    assert [a["original_reason"] for a in dup_set["assets"]] == ["earliest_upload", None, None]
 
 
 def test_scan_table_and_unreadable_files(tmp_path: Path) -> None:
