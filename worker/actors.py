@@ -108,6 +108,7 @@ from worker.store import DELETED, HASHED, utcnow
 log = logging.getLogger(__name__)
 
 PayloadT = TypeVar("PayloadT", bound=Payload)
+T = TypeVar("T")
 
 resources = Resources()
 watch = Watch(
@@ -522,13 +523,24 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
     threads = rt.settings.search_threads
     # Searching is CPU work over arrays: off the event loop, so heartbeats and other actors run.
     loop = asyncio.get_running_loop()
-    decided = await _decided(rt, request, candidates.asset_ids)
-    apart = None if decided.distinct.count == 0 else decided
-    pairs = None
+
+    def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
+        return loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    recorded = await rt.store.decisions(request.portal_id)
+    pairs = near = None
+    involved = None
     if candidates.prints is not None:  # verified: signatures only for the candidates' assets
-        pairs = await loop.run_in_executor(
-            None, functools.partial(matching.candidate_pairs, candidates.prints, threads=threads)
-        )
+        pairs = await off_loop(matching.candidate_pairs, candidates.prints, threads=threads)
+        involved = matching.named_assets(pairs)
+    elif recorded:  # phash: the pairs first, so decisions are placed on their assets only
+        near = await off_loop(grouping.near_pairs, candidates.phashes, max_distance, threads)
+        involved = matching.named_assets(near[:2])
+    decided = decisions.NONE
+    if recorded:
+        decided = await off_loop(decisions.decided, candidates.asset_ids, recorded, involved)
+    apart = None if decided.distinct.count == 0 else decided
+    if pairs is not None and candidates.prints is not None:
         if apart is not None:  # a pair a user keeps apart needs no signatures either
             close = ~apart.apart(*pairs)
             pairs = (pairs[0][close], pairs[1][close])
@@ -539,18 +551,16 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
             candidates,
             prints=matching.with_signatures(candidates.prints, named, [stored.get(i) for i in ids]),
         )
-    found = await loop.run_in_executor(
-        None,
-        functools.partial(
-            grouping.find_sets,
-            candidates,
-            order,
-            rule,
-            max_distance,
-            threads=threads,
-            pairs=pairs,
-            apart=apart,
-        ),
+    found = await off_loop(
+        grouping.find_sets,
+        candidates,
+        order,
+        rule,
+        max_distance,
+        threads=threads,
+        pairs=pairs,
+        near=near,
+        apart=apart,
     )
     found = decisions.review(
         grouping.with_reasons(candidates, found), decided, include_kept=request.include_kept
@@ -587,15 +597,6 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
         len(candidates.asset_ids),
         delivery.message_id,
     )
-
-
-async def _decided(rt: Runtime, request: FindDuplicates, asset_ids: list[str]) -> decisions.Decided:
-    """The portal's decisions as memberships of the search's candidates."""
-    found = await rt.store.decisions(request.portal_id)
-    if not found:
-        return decisions.NONE
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, decisions.decided, asset_ids, found)
 
 
 #: Member documents an answer keeps between sizing its pages and sending them; a larger answer

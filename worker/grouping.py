@@ -22,6 +22,10 @@ from worker.neighbours import pairs_within
 IntArray = NDArray[np.int64]
 
 
+Near = tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]
+"""Pairs (first, second, distance) of positions within the phash rule's radius."""
+
+
 class Apart(Protocol):
     """Which assets a user said are no copies of one another (see `decisions.Decided`)."""
 
@@ -160,16 +164,26 @@ def find_sets(
     *,
     threads: int = 1,
     pairs: Pairs | None = None,
+    near: Near | None = None,
     apart: Apart | None = None,
 ) -> list[Group]:
-    """Duplicate sets under a matching rule: `phash` within `max_distance`, or `verified`
-    (whose candidate `pairs` may have been found already, see `matching.candidate_pairs`).
-    Assets that `apart` keeps apart are no match under either rule, and never share a set."""
+    """Duplicate sets under a matching rule: `phash` within `max_distance`, or `verified`.
+    Either rule's pairs may have been found already: the verified rule's candidate `pairs`
+    (`matching.candidate_pairs`), the phash rule's `near` pairs (`near_pairs`). Assets that
+    `apart` keeps apart are no match under either rule, and never share a set."""
     if rule == "verified":
         return form_verified_sets(
             _prints(candidates), order, threads=threads, pairs=pairs, apart=apart
         )
-    return form_sets(candidates.phashes, order, max_distance, threads=threads, apart=apart)
+    return form_sets(
+        candidates.phashes, order, max_distance, threads=threads, near=near, apart=apart
+    )
+
+
+def near_pairs(hashes: NDArray[np.uint64], max_distance: int, threads: int = 1) -> Near:
+    """Every pair within `max_distance` bits, with its distance (what the phash rule forms
+    sets from)."""
+    return pairs_within(hashes, max_distance, threads=threads)
 
 
 def matches_of(candidates: Candidates, index: int, rule: str, max_distance: int) -> set[int]:
@@ -197,17 +211,21 @@ def form_sets(
     max_distance: int,
     *,
     threads: int = 1,
+    near: Near | None = None,
     apart: Apart | None = None,
 ) -> list[Group]:
     """Duplicate sets of at least two members, each formed around its original.
 
     `order` is the original order (see `original_order`). Sets come out in the order of their
-    originals. Pairs `apart` keeps apart never match.
+    originals. `near` are the pairs within `max_distance` when found already; pairs `apart`
+    keeps apart never match.
     """
-    if max_distance == 0 and apart is None:
+    if max_distance == 0 and apart is None and near is None:
         return _equal_hash_sets(hashes, order)
     # Equal hashes are pairs within radius 0, so a decision can split them like any others.
-    first, second, distance = pairs_within(hashes, max_distance, threads=threads)
+    first, second, distance = (
+        near if near is not None else near_pairs(hashes, max_distance, threads)
+    )
     if apart is not None:
         close = ~apart.apart(first, second)
         first, second, distance = first[close], second[close], distance[close]

@@ -97,6 +97,33 @@ def test_apart_agrees_with_a_brute_force_check_on_random_decisions() -> None:
     assert sum(expected) > 0
 
 
+def test_placing_decisions_on_the_pairs_assets_alone_answers_alike() -> None:
+    rng = np.random.default_rng(4)
+    n = 500
+    ids = [f"a{i}" for i in range(n)]
+    found = [
+        (DISTINCT if k % 2 else KEPT, [ids[i] for i in rng.choice(n, 3, replace=False)])
+        for k in range(200)
+    ]
+    # Random pairs, and pairs from the decisions themselves (so some are kept apart or kept)
+    drawn = [[int(a[1:]) for a in ids_[:2]] for _, ids_ in found[:100]]
+    first = np.r_[rng.integers(0, n, 300), [d[0] for d in drawn]].astype(np.intp)
+    second = np.r_[rng.integers(0, n, 300), [d[1] for d in drawn]].astype(np.intp)
+    among = np.unique(np.concatenate((first, second))).astype(np.intp)
+
+    everywhere, placed = decided(ids, found), decided(ids, found, among)
+
+    assert placed.apart(first, second).tolist() == everywhere.apart(first, second).tolist()
+    assert placed.apart(first, second).sum() >= 50
+    sets = [
+        Group(np.array(p, np.intp), np.zeros(2, np.int64)) for p in zip(first, second, strict=True)
+    ]
+    reviewed = [(g.kept, g.reopened) for g in review(sets, placed, include_kept=True)]
+    assert reviewed == [(g.kept, g.reopened) for g in review(sets, everywhere, include_kept=True)]
+    assert sum(kept for kept, _ in reviewed) >= 50
+    assert decided(ids, found, np.empty(0, np.intp)).empty
+
+
 def test_decisions_naming_fewer_than_two_candidates_are_left_out() -> None:
     made = decided(["a", "b"], [(DISTINCT, ["a", "zz"]), (KEPT, ["b", "yy"])])
     assert made.empty
