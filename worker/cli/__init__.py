@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from worker.cli import feeding, queues, scanning, service
 from worker.cli.common import EXIT_USAGE, PrintableStream, printable
@@ -49,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--processes", type=int, help="worker processes (DUPFINDER_PROCESSES)")
     worker.add_argument("--threads", type=int, help="threads per process (DUPFINDER_THREADS)")
+    worker.add_argument(
+        "--embedded",
+        action="store_true",
+        help="for trying it out: run an embedded MongoDB-protocol server (SecantusDB) instead "
+        "of connecting to DUPFINDER_MONGODB_URL",
+    )
+    worker.add_argument(
+        "--data",
+        type=Path,
+        default=Path("dupfinder-data"),
+        metavar="DIR",
+        help="with --embedded: where its data lives (default: ./dupfinder-data)",
+    )
     worker.add_argument("dramatiq_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     worker.set_defaults(run=service.worker)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,23 @@ if TYPE_CHECKING:
 
 
 def worker(args: argparse.Namespace) -> int:
+    if not args.embedded:
+        return _run_worker(args)
+    from worker.embedded import WARNING, EmbeddedUnavailable, embedded_database
+
+    try:
+        with embedded_database(args.data.resolve()) as url:
+            # The worker processes read their settings from the environment they inherit.
+            os.environ["DUPFINDER_MONGODB_URL"] = url
+            get_settings.cache_clear()
+            print(WARNING.format(url=url, folder=args.data.resolve()), file=sys.stderr)
+            return _run_worker(args)
+    except EmbeddedUnavailable as e:
+        print(f"dupfinder: {e}", file=sys.stderr)
+        return EXIT_FAILURES
+
+
+def _run_worker(args: argparse.Namespace) -> int:
     import dramatiq.cli
 
     settings = get_settings()
