@@ -18,7 +18,7 @@ COPY worker ./worker
 ENV NUMBA_CACHE_DIR=/app/.numba-cache
 RUN pip install . \
     && rm -r schemas worker \
-    && python -c "from worker.compiled import compile_ahead; compile_ahead()" \
+    && python -c "from worker.core.compiled import compile_ahead; compile_ahead()" \
     && chown -R dupfinder /app/.numba-cache
 
 USER dupfinder

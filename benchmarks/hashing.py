@@ -26,8 +26,8 @@ import imagehash
 from PIL import Image
 
 from benchmarks.corpus import camera_files, encoded, photos
-from worker import shrink
-from worker.hashing import REDUCED_MIN_SIDE, hash_image
+from worker.core import shrink
+from worker.core.hashing import REDUCED_MIN_SIDE, hash_image
 
 Image.MAX_IMAGE_PIXELS = 200_000_000
 LIMIT = 200_000_000

@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.evaluation import KINDS, Sample, samples
-from worker import grouping, matching
-from worker.hashing import HashedImage, hash_image
-from worker.matching import hex_column
+from worker.core import grouping, matching
+from worker.core.hashing import HashedImage, hash_image
+from worker.core.matching import hex_column
 
 #: Targets for `verified` from the issue: recall per kind, precision, hard-negative merges.
 RECALL_TARGETS = {

@@ -28,9 +28,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.grouping import Group, form_sets, form_verified_sets, hamming, original_order
-from worker.matching import Fingerprints, candidate_pairs, named_assets, with_signatures
-from worker.neighbours import compile_ahead, pairs_within
+from worker.core.grouping import Group, form_sets, form_verified_sets, hamming, original_order
+from worker.core.matching import Fingerprints, candidate_pairs, named_assets, with_signatures
+from worker.core.neighbours import compile_ahead, pairs_within
 
 
 def corpus(n: int, seed: int) -> NDArray[np.uint64]:
@@ -38,7 +38,7 @@ def corpus(n: int, seed: int) -> NDArray[np.uint64]:
     hashes = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
     try:
         from benchmarks.corpus import encoded, photos
-        from worker.hashing import hash_image
+        from worker.core.hashing import hash_image
 
         real = [
             int(hash_image(encoded(p.image, "PNG"), max_pixels=10**9).phash, 16) for p in photos()

@@ -53,7 +53,7 @@ def _status(field: str) -> int:
 def measure(data: bytes) -> dict[str, float]:
     """Peak resident growth while hashing `data`, and the bytes reserved for it."""
     from worker.budget import release_memory, tune_allocator
-    from worker.hashing import hash_image
+    from worker.core.hashing import hash_image
 
     tune_allocator()
     reserved: list[int] = []

@@ -75,11 +75,11 @@ from schemas.messages import (
     Scope,
     chosen_rule,
 )
-from worker import decisions, deletion, grouping, matching, merging, pages
 from worker.broker import build_broker, mark_dead
 from worker.budget import DecodeBudget
 from worker.config import get_settings
-from worker.errors import (
+from worker.core import decisions, deletion, grouping, matching, merging, pages
+from worker.core.errors import (
     Forbidden,
     ImageError,
     InvalidMessage,
@@ -89,8 +89,8 @@ from worker.errors import (
     clipped,
     describe,
 )
+from worker.core.hashing import HashedImage, hash_image, is_current, provenance, sha256_hex
 from worker.fetching import FetchLimits, fetch
-from worker.hashing import HashedImage, hash_image, is_current, provenance, sha256_hex
 from worker.observability import (
     ASSETS_FAILED,
     ASSETS_HASHED,

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import ValidationError
 
 from schemas.messages import AssetUploaded
-from worker.errors import clipped, describe
+from worker.core.errors import clipped, describe
 
 #: Decides whether an upload can be skipped: returns a reason ("already hashed from the same
 #: bytes", "deleted") or None to send it.

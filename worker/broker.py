@@ -38,7 +38,7 @@ from schemas.envelope import Envelope
 from schemas.publisher import amqp_login
 from worker.amqp_owner import ConnectionThread, keep_alive, service_interval_s
 from worker.config import Settings
-from worker.errors import describe
+from worker.core.errors import describe
 from worker.stopping import GracefulStop
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from worker.errors import MemoryBusy, TooLarge
+from worker.core.errors import MemoryBusy, TooLarge
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from schemas.contract import ACTORS, BACKFILL_ROUTE, dead_letter_queue
 from schemas.envelope import Envelope
 from schemas.publisher import amqp_login
 from worker.broker import DEAD_AT_HEADER, DETAIL_HEADER, REASON_HEADER
-from worker.errors import describe
+from worker.core.errors import describe
 
 #: How long RabbitMQ keeps a dead letter (Dramatiq declares every XQ with this TTL, 7 days).
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000

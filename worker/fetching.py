@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from worker.errors import SourceNotFound, SourceRefused, SourceUnavailable, TooLarge
+from worker.core.errors import SourceNotFound, SourceRefused, SourceUnavailable, TooLarge
 
 _CHUNK = 1 << 20
 _MAX_REDIRECTS = 5

@@ -19,8 +19,8 @@ from dramatiq.middleware import Middleware
 from PIL import Image
 
 from worker.budget import DecodeBudget, MiB, tune_allocator
-from worker.compiled import compile_ahead
 from worker.config import Settings, get_settings
+from worker.core.compiled import compile_ahead
 from worker.readiness import unreachable
 from worker.results import ResultPublisher
 from worker.store import AssetStore

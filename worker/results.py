@@ -20,7 +20,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from schemas.contract import RESULTS_EXCHANGE
 from schemas.events import Event
 from worker.amqp_owner import ConnectionThread, keep_alive, service_interval_s
-from worker.errors import PublishFailed
+from worker.core.errors import PublishFailed
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from schemas.events import DuplicateSet
 from schemas.messages import MatchRule, Sort
-from worker import grouping, matching, pages
-from worker.errors import PermanentError, TransientError
+from worker.core import grouping, matching, pages
+from worker.core.errors import PermanentError, TransientError
+from worker.core.hashing import HashedImage, hash_image
 from worker.fetching import FetchLimits, fetch
-from worker.hashing import HashedImage, hash_image
 
 IMAGE_SUFFIXES = frozenset(
     {

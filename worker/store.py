@@ -53,12 +53,12 @@ from pymongo.errors import (
 
 from schemas.messages import AssetUploaded, Scope
 from worker.config import Settings
-from worker.deletion import AssetFacts
-from worker.errors import StoreUnavailable
-from worker.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS
-from worker.grouping import Candidates
-from worker.hashing import HashedImage, phash_to_signed
-from worker.matching import Fingerprints, checksum_column
+from worker.core.deletion import AssetFacts
+from worker.core.errors import StoreUnavailable
+from worker.core.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS
+from worker.core.grouping import Candidates
+from worker.core.hashing import HashedImage, phash_to_signed
+from worker.core.matching import Fingerprints, checksum_column
 
 P = ParamSpec("P")
 T = TypeVar("T")

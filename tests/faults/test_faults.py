@@ -24,7 +24,7 @@ from tests.commands import clashing_commands
 from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess
 from tests.faults.ledger import Ledger, ResultWatcher, check
 from tests.images import photo, write
-from worker.hashing import hash_image
+from worker.core.hashing import hash_image
 
 PORTALS = 5
 

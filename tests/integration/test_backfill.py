@@ -178,7 +178,7 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(
 def test_rehash_re_enqueues_hashes_made_by_an_older_method(
     harness: Harness, portal: str, images: Path
 ) -> None:
-    from worker.hashing import HASH_VERSION
+    from worker.core.hashing import HASH_VERSION
 
     for n in range(2):
         harness.upload(portal, f"h{n}", write(images / f"h{n}.png", photo(150 + n)))

@@ -98,7 +98,7 @@ def test_not_duplicates_holds_under_every_rule_and_after_replays_backfills_and_r
         route=BACKFILL_ROUTE,
     )
     harness.wait_for(portal, "asset.hashed", lambda e: e["asset_id"] in ("a1", "a2"), count=4)
-    from worker.hashing import HASH_VERSION
+    from worker.core.hashing import HASH_VERSION
 
     harness.db.assets.update_many(
         {"portal_id": portal}, {"$set": {"hash_provenance.version": HASH_VERSION - 1}}

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from worker.errors import StoreUnavailable
+from worker.core.errors import StoreUnavailable
 from worker.store import AssetStore
 
 

@@ -13,7 +13,8 @@ from schemas.contract import ASSETS_QUEUE, SEARCHES_QUEUE
 from schemas.messages import FindDuplicates, Scope
 from tests.harness import Harness
 from tests.images import photo, write
-from worker import actors, grouping, pages
+from worker import actors
+from worker.core import grouping, pages
 
 
 def _fails_with(error: BaseException) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 import numba
 import pytest
 
-from worker.compiled import compiled
+from worker.core.compiled import compiled
 
 
 def test_loops_compile_where_no_cache_directory_can_be_written() -> None:

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from worker.decisions import DISTINCT, KEPT, NONE, decided, review
-from worker.grouping import (
+from worker.core.decisions import DISTINCT, KEPT, NONE, decided, review
+from worker.core.grouping import (
     Candidates,
     Group,
     form_sets,

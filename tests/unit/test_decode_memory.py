@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 import pytest
 
 from worker.budget import DecodeBudget
-from worker.errors import MemoryBusy, TooLarge
+from worker.core.errors import MemoryBusy, TooLarge
 
 MiB = 1024 * 1024
 
@@ -90,7 +90,7 @@ def test_no_pixel_is_decoded_before_the_budget_admits_the_image(
     from PIL import ImageFile
 
     from tests.memory_probe import bomb
-    from worker.hashing import hash_image
+    from worker.core.hashing import hash_image
 
     # Given an image, and a budget that refuses it
     data = bomb(kind, (600, 400))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.deletion import AssetFacts, decide
+from worker.core.deletion import AssetFacts, decide
 
 
 def facts(asset_id: str, pixels: int = 100, uploaded: int = 0, pinned: int = 0) -> AssetFacts:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.sources import ScriptedSource, serve, serve_raw
-from worker.errors import SourceNotFound, SourceRefused, SourceUnavailable, TooLarge
+from worker.core.errors import SourceNotFound, SourceRefused, SourceUnavailable, TooLarge
 from worker.fetching import FetchLimits, fetch
 
 LIMITS = FetchLimits(max_bytes=1000, timeout_s=2, connect_timeout_s=1)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.grouping import (
+from worker.core.grouping import (
     Group,
     arrange,
     form_sets,

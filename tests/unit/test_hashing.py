@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.images import encode, photo, with_exif_orientation
-from worker.errors import TooLarge, UnreadableImage, UnsupportedFormat
-from worker.hashing import (
+from worker.core.errors import TooLarge, UnreadableImage, UnsupportedFormat
+from worker.core.hashing import (
     hash_image,
     phash_to_signed,
     provenance,

@@ -16,9 +16,9 @@ from PIL import Image
 
 from benchmarks.evaluation import Sample, samples
 from benchmarks.quality import original_order
-from worker import grouping, matching
-from worker.fingerprint import CROP_SHARE, CROPS, LOW_DETAIL_BELOW, fingerprint
-from worker.hashing import HashedImage, hash_image
+from worker.core import grouping, matching
+from worker.core.fingerprint import CROP_SHARE, CROPS, LOW_DETAIL_BELOW, fingerprint
+from worker.core.hashing import HashedImage, hash_image
 
 #: Photos whose copies are pinned: a portrait, an animal, a stereo view, a low-contrast scene.
 PINNED = ("skimage/astronaut.png", "skimage/chelsea.png", "skimage/motorcycle_left.png")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.messages import Merge
-from worker.merging import MAX_DESCRIPTION, MAX_TAGS, Metadata, merged
+from worker.core.merging import MAX_DESCRIPTION, MAX_TAGS, Metadata, merged
 
 ORIGINAL = Metadata(title="Harbour", description="Harbour at dawn", tags=("sea",))
 COPIES = [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker import neighbours
-from worker.grouping import Group, form_sets, hamming
-from worker.neighbours import BRUTE_FORCE_MAX, cross_pairs, pairs_within
+from worker.core import neighbours
+from worker.core.grouping import Group, form_sets, hamming
+from worker.core.neighbours import BRUTE_FORCE_MAX, cross_pairs, pairs_within
 
 
 def photo_like_hashes(n: int, seed: int) -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker import pages
-from worker.grouping import Group
+from worker.core import pages
+from worker.core.grouping import Group
 
 MAX = 10_000
 

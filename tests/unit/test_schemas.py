@@ -208,7 +208,7 @@ def test_every_failure_the_worker_can_report_is_a_listed_reason() -> None:
     import typing
 
     from schemas.events import CommandFailure, FailureReason, RequestFailure
-    from worker import errors
+    from worker.core import errors
 
     def leaves(cls: type[errors.DupfinderError]) -> list[type[errors.DupfinderError]]:
         subclasses = cls.__subclasses__()

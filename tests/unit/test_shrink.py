@@ -9,8 +9,8 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
-from worker import shrink as shrink_module
-from worker.shrink import SIDE, agrees_with_pillow, shrink
+from worker.core import shrink as shrink_module
+from worker.core.shrink import SIDE, agrees_with_pillow, shrink
 
 
 def _pillow(image: Image.Image, gap: float | None) -> NDArray[np.uint8]:

@@ -25,7 +25,7 @@ def backfill_file(args: argparse.Namespace) -> int:
     from schemas.contract import BACKFILL_ROUTE
     from schemas.publisher import PortalPublisher
     from worker.backfill import State, backfill, read_payloads, same_bytes_check
-    from worker.errors import StoreUnavailable
+    from worker.core.errors import StoreUnavailable
     from worker.progress import Progress
 
     settings = get_settings()
@@ -113,8 +113,8 @@ def rehash(args: argparse.Namespace) -> int:
     from schemas.contract import BACKFILL_ROUTE
     from schemas.messages import AssetUploaded
     from schemas.publisher import PortalPublisher
-    from worker.errors import StoreUnavailable
-    from worker.hashing import HASH_VERSION
+    from worker.core.errors import StoreUnavailable
+    from worker.core.hashing import HASH_VERSION
 
     settings = get_settings()
 

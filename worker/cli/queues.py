@@ -107,8 +107,8 @@ def status(args: argparse.Namespace) -> int:
     import pika
 
     from schemas.contract import ROUTES, dead_letter_queue, delay_queue
+    from worker.core.errors import StoreUnavailable
     from worker.deadletters import DeadLetterQueue, format_duration, now
-    from worker.errors import StoreUnavailable
 
     settings = get_settings()
     report: dict[str, object] = {"queues": {}, "portals": {}}

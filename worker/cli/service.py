@@ -55,7 +55,7 @@ def check(args: argparse.Namespace) -> int:
 
     import pika
 
-    from worker.errors import StoreUnavailable
+    from worker.core.errors import StoreUnavailable
 
     settings = get_settings()
     failures = []

@@ -27,9 +27,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from worker.errors import DupfinderError, TooLarge, UnreadableImage, UnsupportedFormat
-from worker.fingerprint import CENTRE_BORDER, SIGNATURE_SIDE, Fingerprint, fingerprint
-from worker.shrink import SIDE, shrink
+from worker.core.errors import DupfinderError, TooLarge, UnreadableImage, UnsupportedFormat
+from worker.core.fingerprint import CENTRE_BORDER, SIGNATURE_SIDE, Fingerprint, fingerprint
+from worker.core.shrink import SIDE, shrink
 
 #: Bumped whenever the bits a given image hashes to may change, so stored hashes can be replayed.
 HASH_VERSION = 3

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.compiled import compiled
+from worker.core.compiled import compiled
 
 #: Below this many hashes, brute force is as fast as building an index.
 BRUTE_FORCE_MAX = 3000
@@ -126,7 +126,7 @@ def _empty() -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
 
 def compile_ahead() -> None:
     """Compile the index's loops now rather than in the first search (a few seconds; see
-    `worker.compiled.compile_ahead`, which also compiles the others)."""
+    `worker.core.compiled.compile_ahead`, which also compiles the others)."""
     hashes = np.random.default_rng(0).integers(0, 2**63, BRUTE_FORCE_MAX + 1).astype(np.uint64)
     pairs_within(hashes, 4)
     # More columns than one index takes: the column groups are strided views, as in a search.

@@ -27,7 +27,7 @@ def compile_ahead() -> None:
     Numba keeps the machine code in its cache directory (`NUMBA_CACHE_DIR`, else next to the
     source or in the user's cache), so an image build or a deployment step can pay this once.
     """
-    from worker import neighbours, shrink  # both import this module
+    from worker.core import neighbours, shrink  # both import this module
 
     neighbours.compile_ahead()
     shrink.compile_ahead()

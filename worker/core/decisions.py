@@ -23,7 +23,7 @@ from itertools import repeat
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.grouping import Group
+from worker.core.grouping import Group
 
 DISTINCT, KEPT = "distinct", "kept"
 KINDS = (DISTINCT, KEPT)

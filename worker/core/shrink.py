@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from worker.compiled import compiled
+from worker.core.compiled import compiled
 
 #: pHash's input side (hash_size 8 x highfreq_factor 4).
 SIDE = 32

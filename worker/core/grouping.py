@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.matching import KINDS, Fingerprints, Pairs, candidate_pairs, confirmed_pairs
-from worker.neighbours import pairs_within
+from worker.core.matching import KINDS, Fingerprints, Pairs, candidate_pairs, confirmed_pairs
+from worker.core.neighbours import pairs_within
 
 IntArray = NDArray[np.int64]
 

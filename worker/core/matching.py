@@ -28,9 +28,9 @@ from functools import cache
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS, trim_matrix
-from worker.hashing import HashedImage
-from worker.neighbours import cross_pairs, pairs_within
+from worker.core.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS, trim_matrix
+from worker.core.hashing import HashedImage
+from worker.core.neighbours import cross_pairs, pairs_within
 
 #: Candidates: pHashes within this many bits (re-encodes, resizes, tone changes: 0-2 measured on
 #: the quality set). 4 keeps it to one flipped bit per index chunk, a tenth of the probes of 6;

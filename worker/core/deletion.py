@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from schemas.events import RejectionReason
-from worker.grouping import original_key
+from worker.core.grouping import original_key
 
 
 @dataclass(frozen=True, slots=True)

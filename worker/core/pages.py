@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from schemas.events import DuplicateSet, DuplicatesFound, MatchKind, OriginalReason, SetMember
 from schemas.messages import MatchRule, Sort
-from worker.grouping import Candidates, Group, arrange, sort_rank
+from worker.core.grouping import Candidates, Group, arrange, sort_rank
 
 
 def bank_order(candidates: Candidates, groups: list[Group], sort: Sort) -> list[Group]:
