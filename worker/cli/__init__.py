@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--workers", type=int, metavar="N", help="hashing processes (default: cores)")
     scan.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    scan.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write the sets as a page to look at, thumbnails in FILE's <name>_files/",
+    )
     scan.set_defaults(run=scanning.scan)
     return parser
 

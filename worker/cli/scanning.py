@@ -57,6 +57,17 @@ def scan(args: argparse.Namespace) -> int:
     )
     for failure in result.failures:
         print(f"skipped {failure.path}: {failure.reason}: {failure.detail}", file=sys.stderr)
+    if args.html is not None:
+        from worker.report import write_report
+
+        folder = write_report(
+            args.html,
+            result.sets,
+            files=result.files,
+            unreadable=len(result.failures),
+            workers=args.workers or os.cpu_count() or 1,
+        )
+        print(f"wrote {args.html} (thumbnails in {folder})", file=sys.stderr)
     if args.json:
         body = {
             "files": result.files,
