@@ -769,10 +769,12 @@ class AssetStore:
     @_store_errors
     async def distinct_from(self, portal_id: str, asset_id: str) -> set[str]:
         """Every asset a distinct decision keeps apart from `asset_id`."""
-        query = {"portal_id": portal_id, "asset_ids": asset_id, "kind": "distinct"}
+        # The kind is checked here, not in the query, for the reason `_by_ids` gives.
+        query = {"portal_id": portal_id, "asset_ids": asset_id}
         apart: set[str] = set()
-        async for doc in self._decisions.find(query, {"_id": 0, "asset_ids": 1}):
-            apart.update(doc["asset_ids"])
+        async for doc in self._decisions.find(query, {"_id": 0, "kind": 1, "asset_ids": 1}):
+            if doc["kind"] == "distinct":
+                apart.update(doc["asset_ids"])
         apart.discard(asset_id)
         return apart
 
@@ -787,11 +789,14 @@ class AssetStore:
         if not named:
             return 0
         await self._rebuild_digests(portal_id, set(named.values()), leaving=set(named))
-        for chunk in id_chunks(list(named)):
+        await self._delete_decisions(portal_id, list(named))
+        return len(named)
+
+    async def _delete_decisions(self, portal_id: str, decision_ids: Sequence[str]) -> None:
+        for chunk in id_chunks(decision_ids):
             await self._decisions.delete_many(
                 {"portal_id": portal_id, "decision_id": {"$in": chunk}}
             )
-        return len(named)
 
     async def _named(self, portal_id: str, asset_ids: Sequence[str]) -> dict[str, int]:
         """The decisions naming any of `asset_ids`: decision id -> its digest chunk."""
@@ -819,14 +824,17 @@ class AssetStore:
                 {"portal_id": portal_id, "asset_ids": {"$in": chunk}},
                 {"$pull": {"asset_ids": {"$in": chunk}}},
             )
+        # Read again after the pulls (not before), so that of two removals racing on one
+        # decision, the later one sees what both left; the length is checked here, as in
+        # `_by_ids`, so the query stays on its index.
+        short: list[str] = []
+        projection = {"_id": 0, "decision_id": 1, "asset_ids": 1}
         for chunk in id_chunks(list(named)):
-            await self._decisions.delete_many(
-                {
-                    "portal_id": portal_id,
-                    "decision_id": {"$in": chunk},
-                    "asset_ids.1": {"$exists": False},
-                }
-            )
+            query = {"portal_id": portal_id, "decision_id": {"$in": chunk}}
+            async for doc in self._decisions.find(query, projection):
+                if len(doc["asset_ids"]) < 2:
+                    short.append(doc["decision_id"])
+        await self._delete_decisions(portal_id, short)
 
     # ----- commands -----------------------------------------------------------------------------
 
