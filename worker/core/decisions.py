@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,14 +40,9 @@ class Memberships:
     """How many decisions there are (decision numbers run from 0 to count - 1)."""
 
     @classmethod
-    def of(cls, groups: Sequence[NDArray[np.int64]]) -> Memberships:
-        """Memberships from one array of candidate positions per decision."""
-        if not groups:
-            return cls(np.empty(0, np.int64), np.empty(0, np.int64), 0)
-        positions = np.concatenate(groups).astype(np.int64)
-        decisions = np.repeat(np.arange(len(groups), dtype=np.int64), [len(g) for g in groups])
-        by_position = np.lexsort((decisions, positions))
-        return cls(positions[by_position], decisions[by_position], len(groups))
+    def none(cls) -> Memberships:
+        """No memberships at all."""
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), 0)
 
     def keys(self) -> NDArray[np.int64]:
         """One sortable number per membership (the arrays are sorted by it already)."""
@@ -68,10 +64,7 @@ class Memberships:
         self, positions: NDArray[np.int64], decisions: NDArray[np.int64]
     ) -> NDArray[np.bool_]:
         """Whether candidate `positions[k]` belongs to decision `decisions[k]`, for every k."""
-        keys = self.keys()
-        wanted = positions * max(self.count, 1) + decisions
-        at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-        return keys[at] == wanted if len(keys) else np.zeros(len(wanted), dtype=bool)
+        return _contains(self.keys(), positions * max(self.count, 1) + decisions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +81,7 @@ class Decided:
 
     def named(self, positions: NDArray[np.intp]) -> NDArray[np.bool_]:
         """For each candidate position: does a distinct decision name it?"""
-        known = self.distinct.positions
-        if len(known) == 0:
-            return np.zeros(len(positions), dtype=bool)
-        at = np.minimum(np.searchsorted(known, positions), len(known) - 1)
-        return np.asarray(known[at] == positions)
+        return _contains(self.distinct.positions, positions)
 
     def apart(self, first: NDArray[np.intp], second: NDArray[np.intp]) -> NDArray[np.bool_]:
         """For each pair (first[k], second[k]): does one distinct decision hold both?"""
@@ -109,6 +98,14 @@ class Decided:
         return result
 
 
+def _contains(ordered: NDArray[np.int64], values: NDArray[Any]) -> NDArray[np.bool_]:
+    """For each of `values`: is it in the sorted array `ordered`?"""
+    if len(ordered) == 0:
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    return np.asarray(ordered[at] == values)
+
+
 def decided(
     asset_ids: Sequence[str],
     decisions: Iterable[tuple[str, Sequence[str]]],
@@ -122,9 +119,7 @@ def decided(
     """
     found = list(decisions)
     named = [a for _, ids in found for a in ids]
-    if not named or not asset_ids:
-        return NONE
-    if among is not None and len(among) == 0:
+    if not named or not asset_ids or (among is not None and len(among) == 0):
         return NONE
     if among is None:
         where = positions_of(asset_ids, named)
@@ -224,5 +219,5 @@ def review(groups: list[Group], decided: Decided, *, include_kept: bool) -> list
     return answer
 
 
-NONE = Decided(Memberships.of([]), Memberships.of([]))
+NONE = Decided(Memberships.none(), Memberships.none())
 """No decisions at all."""
