@@ -128,8 +128,7 @@ def core(n: int, count: int, rounds: int) -> None:
         )
         apart = None if decided.distinct.count == 0 else decided
         if apart is not None:
-            close = step("apart", lambda: ~apart.apart(*pairs))
-            pairs = (pairs[0][close], pairs[1][close])
+            pairs = step("apart", lambda: grouping.without_apart(apart, *pairs))
         named = matching.named_assets(pairs)
         read = [stored.signatures[i].tobytes() for i in named.tolist()]
         prints = matching.with_signatures(bare, named, read)

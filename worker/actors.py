@@ -541,9 +541,8 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
         decided = await off_loop(decisions.decided, candidates.asset_ids, recorded, involved)
     apart = None if decided.distinct.count == 0 else decided
     if pairs is not None and candidates.prints is not None:
-        if apart is not None:  # a pair a user keeps apart needs no signatures either
-            close = ~apart.apart(*pairs)
-            pairs = (pairs[0][close], pairs[1][close])
+        # A pair a user keeps apart needs no signatures either (the core checks again: cheap).
+        pairs = grouping.without_apart(apart, *pairs)  # type: ignore[assignment]
         named = matching.named_assets(pairs)
         ids = [candidates.asset_ids[i] for i in named.tolist()]
         stored = await rt.store.signatures(request.portal_id, ids)

@@ -180,6 +180,17 @@ def find_sets(
     )
 
 
+def without_apart(
+    apart: Apart | None, first: NDArray[np.intp], *columns: NDArray[Any]
+) -> tuple[NDArray[Any], ...]:
+    """Pair columns (`first`, `second`, then any per-pair values) without the pairs `apart`
+    keeps apart; unchanged when there is nothing to keep apart."""
+    if apart is None:
+        return (first, *columns)
+    close = ~apart.apart(first, columns[0])
+    return tuple(column[close] for column in (first, *columns))
+
+
 def near_pairs(hashes: NDArray[np.uint64], max_distance: int, threads: int = 1) -> Near:
     """Every pair within `max_distance` bits, with its distance (what the phash rule forms
     sets from)."""
@@ -226,9 +237,7 @@ def form_sets(
     first, second, distance = (
         near if near is not None else near_pairs(hashes, max_distance, threads)
     )
-    if apart is not None:
-        close = ~apart.apart(first, second)
-        first, second, distance = first[close], second[close], distance[close]
+    first, second, distance = without_apart(apart, first, second, distance)
     return _greedy_sets(len(hashes), order, first, second, distance, None, None, apart)
 
 
@@ -265,8 +274,7 @@ def form_verified_sets(
     """
     if apart is not None:
         first, second = candidate_pairs(prints, threads=threads) if pairs is None else pairs
-        close = ~apart.apart(first, second)
-        pairs = (first[close], second[close])
+        pairs = without_apart(apart, first, second)  # type: ignore[assignment]
     found = confirmed_pairs(prints, threads=threads, pairs=pairs)
     return _greedy_sets(
         len(prints.phashes),
