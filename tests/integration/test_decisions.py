@@ -153,6 +153,9 @@ def test_forget_decisions_brings_the_sets_back(
     harness.send(KeepSet(command_id="k1", portal_id=portal, asset_ids=["a1", "a2", "a3", "a4"]))
     harness.send(MarkDistinct(command_id="d1", portal_id=portal, asset_ids=["a1", "b1"]))
     harness.send(MarkDistinct(command_id="d2", portal_id=portal, asset_ids=["a3", "a4"]))
+    # Commands of one portal never interleave, but they may be carried out in any order
+    answer(harness, portal, "set.kept", "k1")
+    answer(harness, portal, "distinct.marked", "d1")
     answer(harness, portal, "distinct.marked", "d2")
     assert find(harness, portal, "hidden") == []
 
@@ -297,6 +300,7 @@ def test_deleted_and_removed_assets_leave_their_decisions(
 ) -> None:
     harness.send(KeepSet(command_id="k1", portal_id=portal, asset_ids=["a1", "a2", "a3"]))
     harness.send(MarkDistinct(command_id="d1", portal_id=portal, asset_ids=["a4", "b1"]))
+    answer(harness, portal, "set.kept", "k1")
     answer(harness, portal, "distinct.marked", "d1")
 
     harness.send(
