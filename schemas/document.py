@@ -304,8 +304,10 @@ def asyncapi() -> dict[str, Any]:
                         "bindingVersion": "0.3.0",
                     }
                 },
-                # Every queue behind this one, with its exact declaration arguments.
+                # Every queue behind this one, with its exact declaration arguments, for
+                # each `DUPFINDER_QUEUE_TYPE`.
                 "x-queue-declarations": queue_declarations(route.queue_name),
+                "x-quorum-queue-declarations": queue_declarations(route.queue_name, "quorum"),
             },
         )
         channels[channel]["messages"][name] = {"$ref": f"#/components/messages/{name}"}

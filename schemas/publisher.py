@@ -13,22 +13,36 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pika
 
-from schemas.contract import ROUTES, ActorRoute, queue_arguments
+from schemas.contract import ROUTES, ActorRoute, QueueType, queue_arguments
 from schemas.envelope import build_envelope
 from schemas.messages import Payload
 
 
 def with_connection_defaults(amqp_url: str) -> str:
-    """`amqp_url` plus the connection options that keep pika from hanging, unless given.
+    """`amqp_url` (one node's URL or several, comma-separated) plus the connection options that
+    keep pika from hanging, unless given.
 
     Without `blocked_connection_timeout`, a publish blocks forever under a RabbitMQ memory or
     disk alarm; without `heartbeat`, a dead peer is noticed only by TCP, minutes later.
     """
-    parts = urlsplit(amqp_url)
-    query = dict(parse_qsl(parts.query))
-    query.setdefault("heartbeat", "60")
-    query.setdefault("blocked_connection_timeout", "300")
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    urls = []
+    for url in amqp_url.split(","):
+        parts = urlsplit(url.strip())
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("heartbeat", "60")
+        query.setdefault("blocked_connection_timeout", "300")
+        urls.append(urlunsplit(parts._replace(query=urlencode(query))))
+    return ",".join(urls)
+
+
+def node_parameters(amqp_url: str) -> list[pika.URLParameters]:
+    """The connection parameters of every node `amqp_url` names (comma-separated), in order."""
+    return [pika.URLParameters(url.strip()) for url in amqp_url.split(",") if url.strip()]
+
+
+def connect(amqp_url: str) -> pika.BlockingConnection:
+    """A blocking connection to the first node of `amqp_url` that answers."""
+    return pika.BlockingConnection(node_parameters(amqp_url))
 
 
 def amqp_login(parameters: pika.connection.Parameters) -> str | None:
@@ -43,11 +57,13 @@ class PortalPublisher:
     Not thread-safe (pika connections are not): use one publisher per thread.
     """
 
-    def __init__(self, amqp_url: str, *, declare: bool = True) -> None:
-        parameters = pika.URLParameters(with_connection_defaults(amqp_url))
+    def __init__(
+        self, amqp_url: str, *, declare: bool = True, queue_type: QueueType = "classic"
+    ) -> None:
+        parameters = node_parameters(with_connection_defaults(amqp_url))
         #: Every message says who published it (AMQP `user_id`, which RabbitMQ checks against
         #: the connection's login): what `DUPFINDER_PORTAL_USERS` authorises by.
-        self.user_id = amqp_login(parameters)
+        self.user_id = amqp_login(parameters[0])
         self._connection = pika.BlockingConnection(parameters)
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
@@ -57,7 +73,8 @@ class PortalPublisher:
         # queues): `declare=False`, and the worker declares them at boot.
         if declare:
             for queue in {route.queue_name for route in ROUTES.values()}:
-                self._channel.queue_declare(queue, durable=True, arguments=queue_arguments(queue))
+                arguments = queue_arguments(queue, queue_type)
+                self._channel.queue_declare(queue, durable=True, arguments=arguments)
 
     def publish(
         self, payload: Payload, *, message_id: str | None = None, route: ActorRoute | None = None

@@ -7,6 +7,10 @@ Three defaults of Dramatiq lose or stall messages (RELIABILITY-NOTES.md); each i
 - a retry whose re-enqueue fails is logged and the original acknowledged, so it ends in no queue:
   `SafeRetries` fails the message instead, which dead-letters it;
 - publishes are unconfirmed: the broker is built with `confirm_delivery=True`.
+
+Dramatiq declares classic queues only; with `DUPFINDER_QUEUE_TYPE=quorum` every queue is
+declared as a quorum queue here (`schemas.contract` holds the arguments), and delayed messages
+wait in quorum queues of fixed TTL instead of unacknowledged in a worker's memory.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ from dramatiq.middleware import (
 )
 from pydantic import ValidationError
 
+from schemas.contract import (
+    WAIT_TIERS_MS,
+    QueueType,
+    dead_letter_arguments,
+    queue_arguments,
+    wait_arguments,
+    wait_queue,
+    wait_tier,
+)
 from schemas.envelope import Envelope
 from schemas.publisher import amqp_login
 from worker.amqp_owner import ConnectionThread, keep_alive, service_interval_s
@@ -194,8 +207,12 @@ class DupfinderBroker(RabbitmqBroker):
     (`amqp_owner`), so there is one such connection, and it stays open.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, *, queue_type: QueueType = "classic", delivery_limit: int = 20, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.queue_type = queue_type
+        self.delivery_limit = delivery_limit
         first = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
         self.login = amqp_login(first)
         """The user this broker connects as: what its own re-publishes carry as `user_id`."""
@@ -216,7 +233,13 @@ class DupfinderBroker(RabbitmqBroker):
         can tell it from a portal's message that carries no identity."""
         canonical = message.queue_name
         queue = canonical
-        if delay is not None:
+        if delay is not None and self.queue_type == "quorum":
+            # The message waits in a queue whose TTL dead-letters it into `canonical`; it
+            # travels as itself, due on arrival.
+            queue = wait_queue(canonical, wait_tier(delay))
+            options = {key: value for key, value in message.options.items() if key != "eta"}
+            message = message._replace(options=options)
+        elif delay is not None:
             queue = dq_name(canonical)
             message = message.copy(queue_name=queue, options={"eta": current_millis() + delay})
         properties = pika.BasicProperties(
@@ -244,6 +267,25 @@ class DupfinderBroker(RabbitmqBroker):
                 if attempt == _ENQUEUE_ATTEMPTS:
                     raise ConnectionClosed(e) from None
         raise AssertionError("unreachable")
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, str | int]:
+        return queue_arguments(queue_name, self.queue_type, self.delivery_limit)
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        """The `.XQ`, and on quorum queues the wait queues too (declared where Dramatiq
+        declares the rest, so they are retried alike and exist before a delay needs them)."""
+        arguments = dead_letter_arguments(self.queue_type)
+        declared = self.channel.queue_declare(
+            queue=xq_name(queue_name), durable=True, arguments=arguments
+        )
+        if self.queue_type == "quorum":
+            for tier in WAIT_TIERS_MS:
+                self.channel.queue_declare(
+                    queue=wait_queue(queue_name, tier),
+                    durable=True,
+                    arguments=wait_arguments(queue_name, tier),
+                )
+        return declared
 
     def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:
         if not ensure:  # bookkeeping only, no connection
@@ -342,5 +384,9 @@ def build_broker(settings: Settings, extra_middleware: list[Middleware]) -> Dupf
         *extra_middleware,
     ]
     return DupfinderBroker(
-        url=settings.amqp_url_with_defaults, confirm_delivery=True, middleware=middleware
+        url=settings.amqp_url_with_defaults.split(","),
+        confirm_delivery=True,
+        middleware=middleware,
+        queue_type=settings.queue_type,
+        delivery_limit=settings.delivery_limit,
     )

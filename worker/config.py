@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.contract import PORTAL_ID_PATTERN
+from schemas.contract import DEFAULT_DELIVERY_LIMIT, PORTAL_ID_PATTERN, QueueType
 from schemas.publisher import with_connection_defaults
 
 #: RabbitMQ closes a channel whose deliveries stay unacked this long (its default), redelivering
@@ -30,9 +30,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DUPFINDER_", extra="ignore", frozen=True)
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    """RabbitMQ URL. `heartbeat` and `blocked_connection_timeout` are added when absent."""
+    """RabbitMQ URL, or the URLs of a cluster's nodes, comma-separated: each connection takes
+    the first node that answers, and the next one when its node goes away. `heartbeat` and
+    `blocked_connection_timeout` are added to each when absent."""
+    queue_type: QueueType = "classic"
+    """`quorum` declares every queue replicated across a RabbitMQ cluster (README: Scaling
+    out); `classic` as before. Portals that declare the queues must use the same type."""
+    delivery_limit: Annotated[int, Field(ge=2, le=1000)] = DEFAULT_DELIVERY_LIMIT
+    """Quorum queues only: deliveries of one message (each crash or stop of the worker that
+    held it counts) before it is dead-lettered to `.XQ` as `delivery_limit`."""
     mongodb_url: str = "mongodb://127.0.0.1:27017/"
-    """MongoDB URL."""
+    """MongoDB URL (a replica set's: `mongodb://a,b,c/?replicaSet=rs0`)."""
+    mongodb_write_concern: Literal["majority", "1"] = "majority"
+    """Write concern of every write: `majority` survives the loss of a replica set's primary
+    (a write acknowledged by it alone may be rolled back); `1` for a single server."""
     mongodb_database: str = "dupfinder"
     """Database holding the `assets` and `commands` collections."""
     mongodb_timeout_ms: Annotated[int, Field(ge=100)] = 5000
@@ -162,9 +173,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _node_urls(cls, value: str) -> str:
+        for url in value.split(","):
+            if not url.strip().startswith(("amqp://", "amqps://")):
+                raise ValueError(f"{url.strip()!r} is not an amqp:// or amqps:// URL")
+        return value
+
     @property
     def amqp_url_with_defaults(self) -> str:
-        """`amqp_url` with heartbeats and a blocked-connection timeout (see the publisher)."""
+        """`amqp_url` with heartbeats and a blocked-connection timeout on each node's URL (see
+        the publisher)."""
         return with_connection_defaults(self.amqp_url)
 
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from schemas import messages
 from schemas.contract import ACTORS, BACKFILL_ROUTE, dead_letter_queue
 from schemas.envelope import Envelope
-from schemas.publisher import amqp_login
+from schemas.publisher import amqp_login, node_parameters
 from worker.broker import DEAD_AT_HEADER, DETAIL_HEADER, REASON_HEADER
 from worker.core.errors import describe
 
@@ -120,9 +120,19 @@ def death_reason(body: bytes) -> tuple[dict[str, Any] | None, str]:
 
 
 def _cause(properties: pika.BasicProperties) -> str | None:
-    """The cause a dead letter made by the worker carries in its headers, if any."""
+    """The cause a dead letter made by the worker carries in its headers, if any; or the one
+    RabbitMQ gave when it dead-lettered the message itself for a reason the body cannot tell
+    (a quorum queue's delivery limit)."""
     headers = properties.headers or {}
     reason = headers.get(REASON_HEADER)
+    deaths = headers.get("x-death") or []
+    last = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
+    if reason is None and _text(last.get("reason", "")) == "delivery_limit":
+        queue = _text(last.get("queue", "its queue"))
+        return (
+            f"delivery_limit: delivered too often by {queue} (each worker that took it "
+            "crashed or stopped before it finished; see the worker logs for its id)"
+        )
     if reason is None:
         return None
     detail = headers.get(DETAIL_HEADER)
@@ -209,12 +219,12 @@ class DeadLetterQueue:
 @contextmanager
 def open_dead_letters(amqp_url: str, queue: str) -> Iterator[DeadLetterQueue]:
     """A dead-letter session; whatever is still held at the end goes back to the XQ."""
-    parameters = pika.URLParameters(amqp_url)
+    parameters = node_parameters(amqp_url)
     connection = pika.BlockingConnection(parameters)
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        yield DeadLetterQueue(channel, queue, amqp_login(parameters))
+        yield DeadLetterQueue(channel, queue, amqp_login(parameters[0]))
     finally:
         if connection.is_open:
             connection.close()  # unacknowledged messages return to the queue

@@ -109,15 +109,18 @@ class Resources(Middleware):
 
         import pika
 
+        from schemas.publisher import node_parameters
+
         runtime = self._runtime
         if runtime is None:
             return ["worker not booted"]
         problems = []
-        parameters = pika.URLParameters(runtime.settings.amqp_url_with_defaults)
-        parameters.socket_timeout = 2
-        parameters.connection_attempts = 1
+        nodes = node_parameters(runtime.settings.amqp_url_with_defaults)
+        for parameters in nodes:
+            parameters.socket_timeout = 2
+            parameters.connection_attempts = 1
         try:
-            pika.BlockingConnection(parameters).close()
+            pika.BlockingConnection(nodes).close()
         except Exception as e:  # any failure to connect is what this probe reports
             problems.append(unreachable("RabbitMQ", runtime.settings.amqp_url, e))
         loop_thread = get_event_loop_thread()

@@ -19,6 +19,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from schemas.contract import RESULTS_EXCHANGE
 from schemas.events import Event
+from schemas.publisher import node_parameters
 from worker.amqp_owner import ConnectionThread, keep_alive, service_interval_s
 from worker.core.errors import PublishFailed
 
@@ -32,12 +33,12 @@ class ResultPublisher:
     """Publishes events persistently; one instance per worker process."""
 
     def __init__(self, amqp_url: str, exchange: str = RESULTS_EXCHANGE) -> None:
-        self._parameters = pika.URLParameters(amqp_url)
+        self._parameters = node_parameters(amqp_url)
         self._exchange = exchange
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._thread = ConnectionThread(
-            "dupfinder-publish", self._service, service_interval_s(self._parameters.heartbeat)
+            "dupfinder-publish", self._service, service_interval_s(self._parameters[0].heartbeat)
         )
 
     async def publish(self, event: Event) -> None:

@@ -261,10 +261,24 @@ class AssetStore:
         self._digests: AsyncCollection[dict[str, Any]] = db["decision_digests"]
 
     @classmethod
-    def connect(cls, url: str, database: str, *, timeout_ms: int) -> AssetStore:
-        """A store on a new client. Must run on the event loop that will use it."""
+    def connect(
+        cls, url: str, database: str, *, timeout_ms: int, write_concern: str = "majority"
+    ) -> AssetStore:
+        """A store on a new client. Must run on the event loop that will use it.
+
+        With `majority`, every write is acknowledged once a majority of a replica set holds it
+        (so a new primary has it), and every read sees only such writes, so a command outcome
+        or a lease read after a step-down is one that cannot be rolled back. Retryable writes
+        and reads are on: the driver retries a single-document write once after a step-down,
+        and the actors retry the rest, which is safe because every write is idempotent (see
+        docs/replication.md).
+        """
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             url,
+            w="majority" if write_concern == "majority" else int(write_concern),
+            readConcernLevel="majority" if write_concern == "majority" else "local",
+            retryWrites=True,
+            retryReads=True,
             tz_aware=True,
             serverSelectionTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,
@@ -277,7 +291,10 @@ class AssetStore:
     def from_settings(cls, settings: Settings) -> AssetStore:
         """A store on the configured server and database (see `connect`)."""
         return cls.connect(
-            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
+            settings.mongodb_url,
+            settings.mongodb_database,
+            timeout_ms=settings.mongodb_timeout_ms,
+            write_concern=settings.mongodb_write_concern,
         )
 
     async def close(self) -> None:

@@ -106,7 +106,8 @@ def status(args: argparse.Namespace) -> int:
 
     import pika
 
-    from schemas.contract import ROUTES, dead_letter_queue, delay_queue
+    from schemas.contract import ROUTES, WAIT_TIERS_MS, dead_letter_queue, delay_queue, wait_queue
+    from schemas.publisher import connect
     from worker.core.errors import StoreUnavailable
     from worker.deadletters import DeadLetterQueue, format_duration, now
 
@@ -114,33 +115,38 @@ def status(args: argparse.Namespace) -> int:
     report: dict[str, object] = {"queues": {}, "portals": {}}
     queues: dict[str, dict[str, object]] = {}
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url_with_defaults))
+        connection = connect(settings.amqp_url_with_defaults)
     except pika.exceptions.AMQPError as e:
         print(f"dupfinder status: RabbitMQ: {e!r}", file=sys.stderr)
         return EXIT_FAILURES
     try:
         for queue in sorted({route.queue_name for route in ROUTES.values()}):
             row: dict[str, object] = {}
+            waits = [wait_queue(queue, tier) for tier in WAIT_TIERS_MS]
+            if settings.queue_type == "classic":
+                waits = []
             for key, name in (
                 ("ready", queue),
                 ("delayed", delay_queue(queue)),
+                *(("delayed", wait) for wait in waits),  # quorum queues' delayed messages
                 ("dead", dead_letter_queue(queue)),
             ):
                 channel = connection.channel()
                 try:
                     declared = channel.queue_declare(name, passive=True).method
-                    row[key] = declared.message_count
+                    known = row.get(key)
+                    row[key] = declared.message_count + (known if isinstance(known, int) else 0)
                     if key == "ready":
                         row["consumers"] = declared.consumer_count
                     channel.close()
                 except pika.exceptions.ChannelClosedByBroker:
-                    row[key] = None  # not declared yet: no worker has started
+                    row.setdefault(key, None)  # not declared yet: no worker has started
             row["unacked"] = None
             if settings.management_url:
                 held = _management_counts(settings.management_url, queue)
                 held_delayed = _management_counts(settings.management_url, delay_queue(queue))
                 row["unacked"] = held.get("messages_unacknowledged")
-                if held_delayed:  # workers hold due-later retries unacknowledged
+                if held_delayed and not waits:  # workers hold classic delays unacknowledged
                     row["delayed"] = held_delayed.get("messages")
             channel = connection.channel()
             oldest = None

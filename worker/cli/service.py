@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from worker.cli.common import EXIT_FAILURES, EXIT_OK, on_store
+from worker.cli.common import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, on_store
 from worker.config import get_settings
 from worker.readiness import unreachable
 
@@ -34,8 +34,23 @@ def worker(args: argparse.Namespace) -> int:
 
 def _run_worker(args: argparse.Namespace) -> int:
     import dramatiq.cli
+    import pika.exceptions
+
+    from worker.declarations import QueueMismatch, declare_queues
 
     settings = get_settings()
+    try:
+        declare_queues(settings)
+    except QueueMismatch as e:
+        print(f"dupfinder worker: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (pika.exceptions.AMQPError, OSError) as e:
+        # Not fatal: the worker processes connect (and declare) as soon as RabbitMQ answers.
+        print(
+            f"dupfinder worker: {unreachable('RabbitMQ', settings.amqp_url, e)}; "
+            "starting anyway, the processes connect when it answers",
+            file=sys.stderr,
+        )
     argv = [
         "worker.app",
         "--processes",
@@ -52,15 +67,15 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-
-    import pika
-
     from worker.core.errors import StoreUnavailable
+    from worker.declarations import QueueMismatch, declare_queues
 
     settings = get_settings()
     failures = []
     try:
-        pika.BlockingConnection(pika.URLParameters(settings.amqp_url_with_defaults)).close()
+        declare_queues(settings)
+    except QueueMismatch as e:
+        failures.append(str(e))
     except Exception as e:  # any failure to connect is the answer this command exists to give
         failures.append(unreachable("RabbitMQ", settings.amqp_url, e))
 
