@@ -70,3 +70,24 @@ def test_an_idle_broker_keeps_one_publishing_connection(
     assert retried == [], [r.getMessage() for r in retried]
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+def test_a_connection_takes_the_first_node_that_answers(mongo_url: str) -> None:
+    import socket
+
+    from schemas.publisher import connect
+    from tests.cli import dupfinder
+
+    with socket.socket() as closed:  # a loopback port nothing listens on: that node is down
+        closed.bind(("127.0.0.1", 0))
+        down = f"amqp://guest:guest@127.0.0.1:{closed.getsockname()[1]}/%2F"
+    nodes = f"{down},{AMQP_URL}"
+    connection = connect(nodes)
+    try:
+        assert connection.is_open
+    finally:
+        connection.close()
+    checked = dupfinder(
+        "check", env={"DUPFINDER_AMQP_URL": nodes, "DUPFINDER_MONGODB_URL": mongo_url}
+    )
+    assert checked.returncode == 0, checked.stderr

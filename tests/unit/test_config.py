@@ -42,6 +42,10 @@ def test_the_shipped_default_radius_is_exact_match(monkeypatch: pytest.MonkeyPat
         ("TIME_LIMIT_MS", str(30 * 60 * 1000)),
         ("PAGE_SIZE", "501"),
         ("HASH_THREADS", "0"),
+        ("QUEUE_TYPE", "mirrored"),
+        ("DELIVERY_LIMIT", "1"),
+        ("AMQP_URL", "amqp://a:5672/,rabbit-b:5672"),
+        ("MONGODB_WRITE_CONCERN", "0"),
     ],
 )
 def test_nonsense_fails_fast(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -55,6 +59,16 @@ def test_amqp_url_gets_heartbeat_and_blocked_timeout_unless_given() -> None:
     url = settings.amqp_url_with_defaults
     assert "heartbeat=10" in url and "blocked_connection_timeout=300" in url
     assert url.startswith("amqp://u:p@rabbit:5672/%2F?")
+
+
+def test_every_node_of_a_cluster_url_gets_the_connection_defaults() -> None:
+    from schemas.publisher import node_parameters
+
+    settings = Settings(amqp_url="amqp://u:p@a:5672/v, amqp://u:p@b:5673/v?heartbeat=10")
+    nodes = node_parameters(settings.amqp_url_with_defaults)
+    assert [(n.host, n.port) for n in nodes] == [("a", 5672), ("b", 5673)]
+    assert [n.heartbeat for n in nodes] == [60, 10]
+    assert all(n.blocked_connection_timeout == 300 for n in nodes)
 
 
 def test_json_logs_carry_the_ids_of_the_message_being_handled() -> None:

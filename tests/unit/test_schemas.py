@@ -175,6 +175,61 @@ def test_queue_arguments_match_what_dramatiq_declares() -> None:
         assert broker.get_actor(route.actor_name).queue_name == route.queue_name
 
 
+def test_quorum_declarations_replicate_every_queue_and_delay_in_wait_queues() -> None:
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    from schemas.contract import (
+        DEAD_LETTER_DELIVERY_LIMIT,
+        WAIT_TIERS_MS,
+        queue_declarations,
+        wait_queue,
+        wait_tier,
+    )
+
+    for route in ROUTES.values():
+        queue = route.queue_name
+        declared = queue_declarations(queue, "quorum", delivery_limit=7)
+        assert all(args["x-queue-type"] == "quorum" for args in declared.values())
+        # Dramatiq's own classic arguments, plus the quorum ones; never a priority.
+        classic = RabbitmqBroker(url="amqp://127.0.0.1:1/")._build_queue_arguments(queue)
+        assert declared[queue] == {
+            **classic,
+            "x-queue-type": "quorum",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": 7,
+        }
+        assert declared[f"{queue}.DQ"] == declared[queue]
+        assert declared[f"{queue}.XQ"]["x-delivery-limit"] == DEAD_LETTER_DELIVERY_LIMIT
+        for tier in WAIT_TIERS_MS:
+            wait = declared[wait_queue(queue, tier)]
+            assert wait["x-message-ttl"] == tier
+            assert wait["x-dead-letter-routing-key"] == queue
+            assert wait["x-dead-letter-strategy"] == "at-least-once"
+    assert wait_queue("q", 250) == "q.DQ.250ms" and wait_queue("q", 4000) == "q.DQ.4s"
+    # A delay waits the longest tier not above it: never longer than asked, at least 250 ms.
+    assert [wait_tier(ms) for ms in (0, 249, 250, 999, 1000, 5000, 300_000)] == [
+        250,
+        250,
+        250,
+        250,
+        1000,
+        4000,
+        256_000,
+    ]
+
+
+def test_the_broker_declares_what_the_contract_says_for_either_queue_type() -> None:
+    from worker.broker import DupfinderBroker
+
+    for queue_type in ("classic", "quorum"):
+        broker = DupfinderBroker(url="amqp://127.0.0.1:1/", queue_type=queue_type, delivery_limit=5)
+        for route in ROUTES.values():
+            assert broker._build_queue_arguments(route.queue_name) == queue_arguments(
+                route.queue_name, queue_type, 5
+            )
+
+
 def test_every_event_has_a_distinct_type_and_routes_under_its_portal() -> None:
     keys = [event.event_type for event in ALL_EVENTS]
     assert len(keys) == len(set(keys)) == 11
