@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import dramatiq
 import pika
@@ -57,6 +60,27 @@ class SecantusServer:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run `rabbitmqctl -q ARGS` on the shared node; returns what it printed."""
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
+
+
+@contextlib.contextmanager
+def own_vhost(prefix: str) -> Iterator[str]:
+    """A vhost of a test's own on the shared node (guest may use it), deleted after; yields
+    its AMQP URL. What runs there cannot meet the queues the other tests purge."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(name, '')}"
+    finally:
+        rabbitmqctl("delete_vhost", name)
 
 
 def amqp_connection() -> pika.BlockingConnection:

@@ -10,12 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pika
 import pika.exceptions
@@ -24,23 +22,15 @@ import pytest
 from schemas.contract import ASSETS_QUEUE, RESULTS_EXCHANGE
 from schemas.messages import AssetUploaded, FindDuplicates
 from schemas.publisher import PortalPublisher
+from tests.harness import own_vhost
 from tests.images import photo, write
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture
 def vhost() -> Iterator[str]:
-    """An AMQP URL on a vhost of its own (guest may use it), deleted after."""
-    name = f"dupfinder-embedded-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", name)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(name, '')}"
-    finally:
-        rabbitmqctl("delete_vhost", name)
+    """An AMQP URL on a vhost of its own, deleted after."""
+    with own_vhost("dupfinder-embedded") as url:
+        yield url
 
 
 def _wait_for_queue(url: str, process: subprocess.Popen[bytes], seconds: float) -> None:

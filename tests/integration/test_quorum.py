@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pika
 import pymongo
@@ -33,29 +32,18 @@ from schemas.messages import AssetUploaded
 from schemas.publisher import PortalPublisher
 from tests.cli import dupfinder
 from tests.faults.cluster import WorkerProcess
+from tests.harness import own_vhost, rabbitmqctl
 from tests.images import photo, write
 from tests.sources import ScriptedSource, serve
 
 WORK_QUEUES = sorted({route.queue_name for route in ROUTES.values()})
 
 
-def rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    )
-    return done.stdout
-
-
 @pytest.fixture
 def vhost() -> Iterator[str]:
-    """A vhost of the test's own (guest may use it), deleted after; yields its name."""
-    name = f"dupfinder-quorum-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", name)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield name
-    finally:
-        rabbitmqctl("delete_vhost", name)
+    """A vhost of the test's own; yields its name."""
+    with own_vhost("dupfinder-quorum") as url:
+        yield unquote(url.rsplit("/", 1)[1])
 
 
 def url_of(vhost: str) -> str:
