@@ -18,7 +18,7 @@ from schemas.envelope import build_envelope
 from schemas.messages import Payload
 
 
-def with_connection_defaults(amqp_url: str) -> str:
+def with_connection_defaults(amqp_url: str, *, blocked_connection_timeout_s: int = 300) -> str:
     """`amqp_url` (one node's URL or several, comma-separated) plus the connection options that
     keep pika from hanging, unless given.
 
@@ -30,7 +30,7 @@ def with_connection_defaults(amqp_url: str) -> str:
         parts = urlsplit(url.strip())
         query = dict(parse_qsl(parts.query))
         query.setdefault("heartbeat", "60")
-        query.setdefault("blocked_connection_timeout", "300")
+        query.setdefault("blocked_connection_timeout", str(blocked_connection_timeout_s))
         urls.append(urlunsplit(parts._replace(query=urlencode(query))))
     return ",".join(urls)
 

@@ -35,27 +35,18 @@ def wait_port(port: int, seconds: float, *, open_: bool = True) -> None:
 
 
 class RabbitNode:
-    """A RabbitMQ node with its own name, port and data folder."""
+    """A RabbitMQ node with its own name, port and data folder (and, for a cluster, an Erlang
+    cookie its peers share and no other node knows)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, prefix: str = "dupfaults", cookie: str | None = None) -> None:
         # RabbitMQ runs as its own user, which cannot enter pytest's private temporary folders.
         self.folder = Path(tempfile.mkdtemp(prefix="dupfinder-rabbit-"))
         self.folder.chmod(0o755)
         self.port = free_port()
-        self.name = f"dupfaults{uuid.uuid4().hex[:6]}@localhost"
+        self.name = f"{prefix}{uuid.uuid4().hex[:6]}@localhost"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
-
-    def start(self) -> None:
-        for sub in ("mnesia", "log"):
-            (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        (self.folder / "enabled_plugins").write_text("[].")
-        (self.folder / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
-        )
-        shutil.chown(self.folder, "rabbitmq", "rabbitmq")
-        for path in self.folder.rglob("*"):
-            shutil.chown(path, "rabbitmq", "rabbitmq")
-        env = {
+        self.cookie = cookie
+        self._env = {
             **os.environ,
             "RABBITMQ_NODENAME": self.name,
             "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq.conf"),
@@ -65,13 +56,48 @@ class RabbitNode:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(self.folder / "pid"),
         }
-        subprocess.run(["rabbitmq-server", "-detached"], env=env, check=True, timeout=60)
+        if cookie is not None:
+            self._env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = f"-setcookie {cookie}"
+
+    def start(self) -> None:
+        """Start the node; after `kill9`, again on the same name, port and data."""
+        for sub in ("mnesia", "log"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        (self.folder / "enabled_plugins").write_text("[].")
+        (self.folder / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        shutil.chown(self.folder, "rabbitmq", "rabbitmq")
+        for path in self.folder.rglob("*"):
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+        (self.folder / "pid").unlink(missing_ok=True)
+        subprocess.run(["rabbitmq-server", "-detached"], env=self._env, check=True, timeout=60)
         wait_port(self.port, 60)
 
-    def ctl(self, *args: str) -> None:
-        subprocess.run(
-            ["rabbitmqctl", "-n", self.name, *args], check=True, capture_output=True, timeout=120
+    def ctl(self, *args: str) -> str:
+        cookie = ["--erlang-cookie", self.cookie] if self.cookie else []
+        done = subprocess.run(
+            ["rabbitmqctl", *cookie, "-n", self.name, *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
+        return done.stdout
+
+    def join(self, first: RabbitNode) -> None:
+        """Join the cluster of `first` (this node's own data is reset)."""
+        self.ctl("stop_app")
+        self.ctl("reset")
+        self.ctl("join_cluster", first.name)
+        self.ctl("start_app")
+        wait_port(self.port, 60)
+
+    def kill9(self) -> None:
+        """SIGKILL to the node's Erlang VM: no goodbye to its peers or its clients."""
+        pid = int((self.folder / "pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        wait_port(self.port, 30, open_=False)
 
     def restart_app(self) -> None:
         """`stop_app` then `start_app`: every connection drops, queues survive."""

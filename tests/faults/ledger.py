@@ -18,9 +18,9 @@ import pika.exceptions
 import pymongo
 import pymongo.database
 
-from schemas.contract import ROUTES, dead_letter_queue, delay_queue
+from schemas.contract import ROUTES, QueueType, dead_letter_queue, queue_declarations
 from schemas.messages import AssetUploaded, Payload
-from schemas.publisher import PortalPublisher
+from schemas.publisher import PortalPublisher, connect, with_connection_defaults
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Ledger:
     """Confirmed uploads, published at least once each."""
 
     amqp_url: str
+    queue_type: QueueType = "classic"
     entries: list[Entry] = field(default_factory=list)
     republished: int = 0
 
@@ -80,7 +81,10 @@ class Ledger:
     def _publisher(self) -> PortalPublisher:
         if self._connection is None:
             # Under a memory alarm RabbitMQ blocks publishers; time out instead of hanging.
-            self._connection = PortalPublisher(self.amqp_url + "?blocked_connection_timeout=20")
+            self._connection = PortalPublisher(
+                with_connection_defaults(self.amqp_url, blocked_connection_timeout_s=20),
+                queue_type=self.queue_type,
+            )
             # (the publisher adds a 300 s default; the suite wants a faster verdict)
         return self._connection
 
@@ -144,7 +148,7 @@ class ResultWatcher:
     def _watch(self, amqp_url: str) -> None:
         import json
 
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        connection = connect(amqp_url)
         try:
             channel = connection.channel()
             channel.exchange_declare("dupfinder.results", exchange_type="topic", durable=True)
@@ -217,16 +221,13 @@ class CommandWatcher:
 
 
 def queue_counts(amqp_url: str) -> dict[str, int]:
-    """Ready messages of every dupfinder queue, its retry queue and its dead letters."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    """Ready messages of every dupfinder queue, its retry or wait queues and its dead letters
+    (0 for those not declared)."""
+    connection = connect(amqp_url)
     try:
         counts = {}
         for route in ROUTES.values():
-            for name in (
-                route.queue_name,
-                delay_queue(route.queue_name),
-                dead_letter_queue(route.queue_name),
-            ):
+            for name in queue_declarations(route.queue_name, "quorum"):
                 channel = connection.channel()
                 try:
                     counts[name] = channel.queue_declare(name, passive=True).method.message_count
@@ -242,7 +243,7 @@ def dead_message_ids(amqp_url: str, queue: str) -> set[str]:
     """Ids of the messages in a dead-letter queue (read, then handed back)."""
     import json
 
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection = connect(amqp_url)
     try:
         channel = connection.channel()
         ids: set[str] = set()
