@@ -15,7 +15,8 @@ Collections:
   `DIGEST_DECISIONS`), for the search that reads all of a portal's at once.
 
 Driver errors that mean "the database is not reachable right now" become `StoreUnavailable`
-(retried); anything else is a bug and propagates.
+(retried); anything else is a bug and propagates. A replica set's step-down (`NotPrimaryError`,
+an `AutoReconnect`) is one of them.
 """
 
 from __future__ import annotations
@@ -245,6 +246,20 @@ class _PrintColumns:
             if self.with_signatures
             else np.full(len(self.centres), -1, dtype=np.intp),
         )
+
+
+#: The shard key of each collection, for a sharded cluster: every query and update the worker
+#: sends names the key's first field (tests/integration/test_shard_keys.py checks it), so each
+#: goes to the shards of one portal. The leases' `_id` is the portal id (a command lock) or
+#: starts with it (a search slot). Only `dupfinder status` without `--portal` asks every shard.
+SHARD_KEYS: dict[str, dict[str, int]] = {
+    "assets": {"portal_id": 1, "asset_id": 1},
+    "commands": {"portal_id": 1, "command_id": 1},
+    "decisions": {"portal_id": 1, "decision_id": 1},
+    "decision_digests": {"portal_id": 1, "chunk": 1},
+    "locks": {"_id": 1},
+    "search_slots": {"_id": 1},
+}
 
 
 class AssetStore:

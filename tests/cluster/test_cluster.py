@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import threading
 import time
 import uuid
@@ -27,7 +26,7 @@ import pymongo.database
 import pytest
 
 from schemas.contract import ASSETS_QUEUE
-from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess
+from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess, printer, worker_env
 from tests.faults.ledger import Ledger, check
 from tests.images import photo, write
 from worker.core.hashing import hash_image
@@ -83,28 +82,17 @@ def cluster(
         for n in range(30):
             path = write(folder / "images" / f"{n}.png", photo(700 + n, size=(64, 48)))
             images.append((path, hash_image(path.read_bytes(), max_pixels=10**8).phash))
-        env = {
-            **os.environ,
-            "DUPFINDER_AMQP_URL": ",".join(node.url for node in nodes),
-            "DUPFINDER_QUEUE_TYPE": "quorum",
-            "DUPFINDER_MONGODB_URL": db_server.url,
-            "DUPFINDER_MONGODB_DATABASE": "cluster",
-            "DUPFINDER_MANAGEMENT_URL": "",
-            "DUPFINDER_HTTP_PORT": "0",
-            "DUPFINDER_LOG_FORMAT": "text",
-            "DUPFINDER_MAX_RETRIES": "50",
-            "DUPFINDER_MIN_BACKOFF_MS": "250",
-            "DUPFINDER_MAX_BACKOFF_MS": "4000",
-            "DUPFINDER_MONGODB_TIMEOUT_MS": "2000",
-        }
+        env = worker_env(
+            ",".join(node.url for node in nodes),
+            db_server.url,
+            "cluster",
+            DUPFINDER_QUEUE_TYPE="quorum",
+            DUPFINDER_MIN_BACKOFF_MS="250",
+            DUPFINDER_MAX_BACKOFF_MS="4000",
+        )
         worker = WorkerProcess(env, folder / "worker.log")
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(db_server.url)
-        capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-
-        def show(text: str) -> None:
-            with capture.global_and_fixture_disabled():
-                print(text, flush=True)
-
+        show = printer(pytestconfig)
         uploads = 3000 if request.config.getoption("--long") else 300
         yield Cluster(nodes, db_server, worker, client["cluster"], images, uploads, show)
         client.close()

@@ -15,7 +15,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -212,3 +214,32 @@ class WorkerProcess:
             if int(fields[2]) == self.process.pid:  # field 5 of stat: the process group
                 total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24: rss pages
         return total / 2**20
+
+
+def worker_env(amqp_url: str, mongo_url: str, database: str, **more: str) -> dict[str, str]:
+    """A worker's environment for a suite of services of its own: plain-text logs, no metrics
+    port or management API to share, retries that outlast the faults a suite injects."""
+    return {
+        **os.environ,
+        "DUPFINDER_AMQP_URL": amqp_url,
+        "DUPFINDER_MONGODB_URL": mongo_url,
+        "DUPFINDER_MONGODB_DATABASE": database,
+        "DUPFINDER_MANAGEMENT_URL": "",
+        "DUPFINDER_HTTP_PORT": "0",
+        "DUPFINDER_LOG_FORMAT": "text",
+        "DUPFINDER_MAX_RETRIES": "50",
+        "DUPFINDER_MONGODB_TIMEOUT_MS": "2000",
+        **more,
+    }
+
+
+def printer(pytestconfig: Any) -> Callable[[str], None]:
+    """Print past pytest's capture: a suite's ledger counts, verdicts and figures belong in
+    CI's log."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def show(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(text, flush=True)
+
+    return show

@@ -7,7 +7,6 @@ the default size; `pytest tests/faults --long` runs ten times as many uploads.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ import pymongo.database
 import pytest
 
 from tests.commands import clashing_commands
-from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess
+from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess, printer, worker_env
 from tests.faults.ledger import Ledger, ResultWatcher, check
 from tests.images import photo, write
 from worker.core.hashing import hash_image
@@ -58,29 +57,18 @@ def rig(
     for n in range(30):
         path = write(folder / "images" / f"{n}.png", photo(500 + n, size=(64, 48)))
         images.append((path, hash_image(path.read_bytes(), max_pixels=10**8).phash))
-    env = {
-        **os.environ,
-        "DUPFINDER_AMQP_URL": node.url,
-        "DUPFINDER_MONGODB_URL": db_server.url,
-        "DUPFINDER_MONGODB_DATABASE": "faults",
-        "DUPFINDER_MANAGEMENT_URL": "",
-        "DUPFINDER_HTTP_PORT": "0",
-        "DUPFINDER_LOG_FORMAT": "text",
-        "DUPFINDER_MAX_RETRIES": "50",
-        "DUPFINDER_MIN_BACKOFF_MS": "200",
-        "DUPFINDER_MAX_BACKOFF_MS": "3000",
-        "DUPFINDER_MONGODB_TIMEOUT_MS": "2000",
-    }
+    env = worker_env(
+        node.url,
+        db_server.url,
+        "faults",
+        DUPFINDER_MIN_BACKOFF_MS="200",
+        DUPFINDER_MAX_BACKOFF_MS="3000",
+    )
     worker = WorkerProcess(env, folder / "worker.log")
     worker.start()
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(db_server.url)
     long = bool(request.config.getoption("--long"))
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-
-    def show(text: str) -> None:
-        """Print past pytest's capture: the ledger counts and verdicts belong in CI's log."""
-        with capture.global_and_fixture_disabled():
-            print(text, flush=True)
+    show = printer(pytestconfig)
 
     try:
         yield Rig(

@@ -131,3 +131,26 @@ def test_bad_settings_are_told_one_line_a_variable_with_exit_status_2() -> None:
     )
     assert "integer" in told["DUPFINDER_THREADS"]
     assert "'phash' or 'verified'" in told["DUPFINDER_MATCH"]
+
+
+def test_the_write_and_read_concerns_reach_the_driver() -> None:
+    import asyncio
+
+    from worker.store import AssetStore
+
+    async def options(concern: str) -> tuple[dict[str, object], str | None, bool, bool]:
+        settings = Settings(mongodb_url="mongodb://127.0.0.1:1/", mongodb_write_concern=concern)
+        store = AssetStore.from_settings(settings)  # no connection until the first command
+        client = store._client
+        try:
+            return (
+                client.write_concern.document,
+                client.read_concern.level,
+                client.options.retry_writes,
+                client.options.retry_reads,
+            )
+        finally:
+            await store.close()
+
+    assert asyncio.run(options("majority")) == ({"w": "majority"}, "majority", True, True)
+    assert asyncio.run(options("1")) == ({"w": 1}, "local", True, True)
