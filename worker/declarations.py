@@ -1,4 +1,5 @@
-"""Every queue the worker uses, declared once at start, and refused when it exists otherwise.
+"""Every queue the worker uses (and its results exchange), declared once at start, and a queue
+refused when it exists otherwise.
 
 A queue's type is fixed when it is first declared: RabbitMQ cannot turn a classic queue into a
 quorum queue, and answers a declaration with other arguments by closing the channel (406). The
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pika
 import pika.exceptions
 
-from schemas.contract import ROUTES, QueueType, queue_declarations
+from schemas.contract import RESULTS_EXCHANGE, ROUTES, QueueType, queue_declarations
 from schemas.publisher import connect
 from worker.config import Settings
 
@@ -24,15 +25,17 @@ class QueueMismatch(Exception):
 
 
 def declare_queues(settings: Settings) -> list[str]:
-    """Declare every queue of every route as `settings` say (idempotent); returns their names.
+    """Declare every queue of every route as `settings` say, and the results exchange, so that
+    portals can bind before any worker process has booted (idempotent); returns the queues' names.
 
-    Raises `QueueMismatch` for the first queue that exists with other arguments, and
-    `pika.exceptions.AMQPError` when RabbitMQ cannot be reached.
+        Raises `QueueMismatch` for the first queue that exists with other arguments, and
+        `pika.exceptions.AMQPError` when RabbitMQ cannot be reached.
     """
     queue_type, delivery_limit = settings.queue_type, settings.delivery_limit
     connection = connect(settings.amqp_url_with_defaults)
     declared = []
     try:
+        connection.channel().exchange_declare(RESULTS_EXCHANGE, exchange_type="topic", durable=True)
         for work_queue in sorted({route.queue_name for route in ROUTES.values()}):
             wanted = queue_declarations(work_queue, queue_type, delivery_limit)
             for name, arguments in wanted.items():
