@@ -10,6 +10,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,11 +39,56 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+@dataclass
+class Run:
+    """One configuration's figures."""
+
+    label: str
+    rate: float
+    elapsed: float
+    server_cpu: float
+    worker_cpu: float
+
+
 def end_to_end(n: int, files: list[Path], pure_rate: float) -> float:
-    """Print and return uploads per second through the whole service."""
+    """Print and return uploads per second through the whole service, with each worker process's
+    upload writes batched (the default) beside the same run with every write sent alone."""
+    runs = [
+        _run(
+            n, files, "each write alone (DUPFINDER_WRITE_BATCH=1)", {"DUPFINDER_WRITE_BATCH": "1"}
+        ),
+        _run(n, files, "writes batched (the default)", {}),
+    ]
+    cores = os.cpu_count() or 1
+    print(
+        f"\n== end to end: {n} uploads of {files[0].parent.name} through RabbitMQ and "
+        f"SecantusDB, {cores} worker processes on {cores} cores; pure hashing on the same files "
+        f"and cores: {pure_rate:.1f} images/s, {cores / pure_rate * 1000:.1f} ms of CPU an image"
+    )
+    print(
+        f"{'':<44} {'uploads/s':>9} {'of pure':>8} {'DB CPU/upload':>14} "
+        f"{'worker CPU/upload':>18} {'rest':>6}"
+    )
+    for run in runs:
+        rest = cores * run.elapsed - run.server_cpu - run.worker_cpu
+        print(
+            f"{run.label:<44} {run.rate:>9.1f} {run.rate / pure_rate:>8.0%} "
+            f"{run.server_cpu / n * 1000:>11.1f} ms {run.worker_cpu / n * 1000:>15.1f} ms "
+            f"{rest:>5.1f}s"
+        )
+    base, batched = runs
+    print(
+        f"batching: {batched.rate / base.rate:.2f}x the uploads/s, database CPU an upload "
+        f"{base.server_cpu / max(batched.server_cpu, 1e-9):.2f}x less ('rest': RabbitMQ, this "
+        "script and idle time over the run)"
+    )
+    return batched.rate
+
+
+def _run(n: int, files: list[Path], label: str, env: dict[str, str]) -> Run:
     with (
         services.database() as (url, server),
-        services.worker(url, processes=os.cpu_count() or 1) as worker,
+        services.worker(url, processes=os.cpu_count() or 1, env=env) as worker,
     ):
         connection = pika.BlockingConnection(pika.URLParameters(services.AMQP_URL))
         channel = connection.channel()
@@ -63,23 +109,13 @@ def end_to_end(n: int, files: list[Path], pure_rate: float) -> float:
         cpu_after = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
         publisher.close()
         connection.close()
-    rate = n / elapsed
-    print(
-        f"\n== end to end: {n} uploads of {files[0].parent.name} through RabbitMQ and "
-        f"SecantusDB\n{rate:.1f} uploads/s against {pure_rate:.1f} images/s of pure hashing "
-        f"on the same files and cores: {rate / pure_rate:.0%}"
+    return Run(
+        label,
+        n / elapsed,
+        elapsed,
+        cpu_after[0] - cpu_before[0],
+        cpu_after[1] - cpu_before[1],
     )
-    server_cpu = cpu_after[0] - cpu_before[0]
-    worker_cpu = cpu_after[1] - cpu_before[1]
-    cores = os.cpu_count() or 1
-    print(
-        f"CPU over the {elapsed:.1f} s run ({cores} cores): database server {server_cpu:.1f} s "
-        f"({server_cpu / n * 1000:.1f} ms an upload), worker processes {worker_cpu:.1f} s "
-        f"({worker_cpu / n * 1000:.1f} ms an upload; pure hashing takes "
-        f"{cores / pure_rate * 1000:.1f} ms of CPU an image), the rest (RabbitMQ, this script, "
-        f"idle) {cores * elapsed - server_cpu - worker_cpu:.1f} s"
-    )
-    return rate
 
 
 def _upload(portal: str, asset_id: str, path: Path) -> AssetUploaded:

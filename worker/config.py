@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     held it counts) before it is dead-lettered to `.XQ` as `delivery_limit`."""
     mongodb_url: str = "mongodb://127.0.0.1:27017/"
     """MongoDB URL (a replica set's: `mongodb://a,b,c/?replicaSet=rs0`)."""
+    write_batch: Annotated[int, Field(ge=1, le=1000)] = 64
+    """Most uploads' writes one worker process sends MongoDB in one request (1 = each alone)."""
+    write_window_ms: Annotated[float, Field(ge=0, le=1000)] = 10.0
+    """How long a write waits for others to share its request (worker.batching)."""
     mongodb_write_concern: Literal["majority", "1"] = "majority"
     """Write concern of every write: `majority` survives the loss of a replica set's primary
     (a write acknowledged by it alone may be rolled back); `1` for a single server."""

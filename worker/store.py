@@ -42,17 +42,19 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
+    OperationFailure,
     PyMongoError,
 )
 
 from schemas.messages import AssetUploaded, Scope
+from worker.batching import WriteBatcher, Written
 from worker.config import Settings
 from worker.core.deletion import AssetFacts
 from worker.core.errors import StoreUnavailable
@@ -265,10 +267,21 @@ SHARD_KEYS: dict[str, dict[str, int]] = {
 class AssetStore:
     """The worker's only door to MongoDB."""
 
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        *,
+        write_batch: int = 64,
+        write_window_ms: float = 10.0,
+    ) -> None:
         db = client[database]
         self._client = client
         self._assets: AsyncCollection[dict[str, Any]] = db["assets"]
+        #: The uploads' writes of this process, sent together (see `worker.batching`).
+        self.asset_writes = WriteBatcher(
+            self._assets, max_writes=write_batch, window_s=write_window_ms / 1000
+        )
         self._commands: AsyncCollection[dict[str, Any]] = db["commands"]
         self._locks: AsyncCollection[dict[str, Any]] = db["locks"]
         self._slots: AsyncCollection[dict[str, Any]] = db["search_slots"]
@@ -277,7 +290,14 @@ class AssetStore:
 
     @classmethod
     def connect(
-        cls, url: str, database: str, *, timeout_ms: int, write_concern: str = "majority"
+        cls,
+        url: str,
+        database: str,
+        *,
+        timeout_ms: int,
+        write_concern: str = "majority",
+        write_batch: int = 64,
+        write_window_ms: float = 10.0,
     ) -> AssetStore:
         """A store on a new client. Must run on the event loop that will use it.
 
@@ -300,7 +320,7 @@ class AssetStore:
             socketTimeoutMS=max(timeout_ms * 6, 30_000),
             appname="dupfinder-worker",
         )
-        return cls(client, database)
+        return cls(client, database, write_batch=write_batch, write_window_ms=write_window_ms)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AssetStore:
@@ -310,6 +330,8 @@ class AssetStore:
             settings.mongodb_database,
             timeout_ms=settings.mongodb_timeout_ms,
             write_concern=settings.mongodb_write_concern,
+            write_batch=settings.write_batch,
+            write_window_ms=settings.write_window_ms,
         )
 
     async def close(self) -> None:
@@ -409,19 +431,16 @@ class AssetStore:
         Trying the insert first saves a first upload, the common case, a look-up.
         """
         now = utcnow()
-        try:
-            await self._assets.insert_one(
-                {
-                    **_metadata(upload),
-                    "state": PENDING,
-                    "received_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        except DuplicateKeyError:  # it exists (or a concurrent delivery just created it)
-            return False
-        return True
+        document = {
+            **_metadata(upload),
+            "state": PENDING,
+            "received_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        written = await self.asset_writes.write(InsertOne(document))
+        # A duplicate key: it exists (or a concurrent delivery just created it).
+        return not _refused(written)
 
     @_store_errors
     async def mark_failed(self, upload: AssetUploaded, reason: str, detail: str) -> bool:
@@ -437,20 +456,15 @@ class AssetStore:
 
     async def _upsert_live(self, upload: AssetUploaded, update: dict[str, Any]) -> bool:
         update = {**update, "$setOnInsert": {"created_at": utcnow()}}
-        try:
-            await self._assets.update_one(
-                {
-                    "portal_id": upload.portal_id,
-                    "asset_id": upload.asset_id,
-                    "state": {"$in": LIVE},
-                },
-                update,
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            # The (portal_id, asset_id) document exists but did not match: it is a tombstone.
-            return False
-        return True
+        query = {
+            "portal_id": upload.portal_id,
+            "asset_id": upload.asset_id,
+            "state": {"$in": LIVE},
+        }
+        written = await self.asset_writes.write(UpdateOne(query, update, upsert=True))
+        # A duplicate key: the (portal_id, asset_id) document exists but did not match, so it
+        # is a tombstone.
+        return not _refused(written)
 
     @_store_errors
     async def tombstone(
@@ -983,6 +997,16 @@ class AssetStore:
                 await renewer
             with _translated():
                 await leases.delete_one({"_id": key, "owner": owner})
+
+
+def _refused(written: Written) -> bool:
+    """Whether a batched write was refused for a duplicate key; any other write error is
+    raised, as the single write would have raised it."""
+    if written.error_code is None:
+        return False
+    if written.duplicate_key:
+        return True
+    raise OperationFailure(f"write refused with code {written.error_code}", written.error_code)
 
 
 def _metadata(upload: AssetUploaded) -> dict[str, Any]:
