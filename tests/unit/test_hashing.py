@@ -187,3 +187,23 @@ def test_every_exif_orientation_matches_imagehash_on_the_upright_image(orientati
     hashed = hash_image(data, max_pixels=LIMIT)
     assert hashed.phash == str(imagehash.phash(upright))
     assert (hashed.width, hashed.height) == upright.size
+
+
+def test_provenance_reads_the_library_versions_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.core import hashing
+
+    reads: list[str] = []
+
+    def counted(name: str) -> str:
+        reads.append(name)
+        return "1.0"
+
+    monkeypatch.setattr(hashing, "version", counted)
+    hashing._library_versions.cache_clear()
+    try:
+        for _ in range(3):
+            made = hashing.provenance("jpeg-draft")
+        assert sorted(reads) == ["imagehash", "pillow"]  # once each, not once an upload
+        assert (made["imagehash"], made["pillow"]) == ("1.0", "1.0")
+    finally:
+        hashing._library_versions.cache_clear()

@@ -15,6 +15,7 @@ state: bytes in, facts out.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 from collections.abc import Callable, Iterator
@@ -132,9 +133,16 @@ def provenance(decoder: str = "full") -> dict[str, Any]:
         "signature_side": SIGNATURE_SIDE,
         "centre_border": CENTRE_BORDER,
         "version": HASH_VERSION,
-        "imagehash": version("imagehash"),
-        "pillow": version("pillow"),
+        **_library_versions(),
     }
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    """The versions of the libraries a hash depends on, read once: `importlib.metadata` reads
+    package metadata from disk at every call, which was a measurable share of an upload's time
+    on the worker's event loop (benchmarks/e2e.py, 1 MP JPEGs)."""
+    return {"imagehash": version("imagehash"), "pillow": version("pillow")}
 
 
 def is_current(stored: dict[str, Any] | None) -> bool:
