@@ -1,0 +1,121 @@
+"""What one write of an upload costs the database server, alone and in bulk.
+
+    python -m benchmarks.writes [--n 1500] [--url mongodb://...]
+
+Starts its own SecantusDB server (unless `--url` names a server), creates the `assets` indexes
+the worker creates, and measures the server's CPU per operation for the writes an upload makes
+(the pending insert, the look-up of a re-upload, the upsert of the hash) and for the upsert sent
+in bulks of 4 and 16, as `worker.batching` sends them. The single upsert is the baseline of the
+bulk rows. Documents carry a fingerprint-sized binary field, as hashed assets do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pymongo
+from pymongo import UpdateOne
+
+from benchmarks import services
+from benchmarks.e2e import _cpu_seconds
+from worker.store import LIVE, AssetStore
+
+
+def _document(n: int, prefix: str = "a") -> dict[str, Any]:
+    return {
+        "portal_id": "bench",
+        "asset_id": f"{prefix}{n}",
+        "state": "pending",
+        "title": "harbour at dusk",
+        "tags": ["sea", "boat"],
+        "source": "/assets/bench/photo.jpg",
+    }
+
+
+def _key(n: int) -> dict[str, str]:
+    return {"portal_id": "bench", "asset_id": f"a{n}"}
+
+
+def _hashed(n: int, prefix: str) -> UpdateOne:
+    return UpdateOne(
+        {"portal_id": "bench", "asset_id": f"{prefix}{n}", "state": {"$in": LIVE}},
+        {
+            "$set": {
+                "state": "hashed",
+                "phash": "8f3a" * 4,
+                "width": 4000,
+                "height": 3000,
+                "prints": b"\x01" * 1200,
+            }
+        },
+        upsert=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1500, help="operations per row")
+    parser.add_argument("--url", help="a MongoDB server to measure instead (its CPU is not read)")
+    args = parser.parse_args()
+    if args.url:
+        run(args.url, None, args.n)
+        return
+    with services.database() as (url, server):
+        run(url, server.pid, args.n)
+
+
+def run(url: str, pid: int | None, n: int) -> None:
+    async def indexes() -> None:
+        store = AssetStore.connect(url, "bench_writes", timeout_ms=5000)
+        await store.ensure_indexes()
+        await store.close()
+
+    asyncio.run(indexes())
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url, w="majority")
+    assets = client["bench_writes"]["assets"]
+    rows: list[tuple[str, Callable[[int], object], int]] = [
+        ("insert pending", lambda i: assets.insert_one(_document(i)), 1),
+        (
+            "look up by asset",
+            lambda i: assets.find_one({"portal_id": "bench", "asset_id": f"a{i}"}),
+            1,
+        ),
+        ("upsert the hash, alone", lambda i: assets.bulk_write([_hashed(i, "s")]), 1),
+        (
+            "upsert the hash, bulk of 4",
+            lambda i: assets.bulk_write([_hashed(4 * i + k, "q") for k in range(4)], ordered=False),
+            4,
+        ),
+        (
+            "upsert the hash, bulk of 16",
+            lambda i: assets.bulk_write(
+                [_hashed(16 * i + k, "x") for k in range(16)], ordered=False
+            ),
+            16,
+        ),
+    ]
+    print(f"\n== one upload's writes, {n} operations a row ({'SecantusDB' if pid else url})")
+    print(f"{'operation':<30} {'server CPU/op':>14} {'wall/op':>10}")
+    baseline = 0.0
+    for label, operation, per_call in rows:
+        calls = max(1, n // per_call)
+        cpu_before = _cpu_seconds(pid) if pid else 0.0
+        started = time.perf_counter()
+        for i in range(calls):
+            operation(i)
+        wall = (time.perf_counter() - started) / (calls * per_call)
+        cpu = ((_cpu_seconds(pid) - cpu_before) / (calls * per_call)) if pid else float("nan")
+        if label == "upsert the hash, alone":
+            baseline = cpu
+        ratio = f"  {baseline / cpu:.2f}x less than alone" if per_call > 1 and pid else ""
+        print(f"{label:<30} {cpu * 1000:>11.2f} ms {wall * 1000:>7.2f} ms{ratio}")
+    client.drop_database("bench_writes")
+    client.close()
+
+
+if __name__ == "__main__":
+    main()
