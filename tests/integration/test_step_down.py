@@ -19,7 +19,7 @@ from tests.images import photo, write
 
 
 class StepDown:
-    """Fails the first matching `update_one` or `insert_one` after applying it."""
+    """Fails the first matching call of a collection method after applying it."""
 
     def __init__(self, wanted: Callable[[str, dict[str, Any]], bool]) -> None:
         self.wanted = wanted
@@ -64,14 +64,16 @@ def test_a_step_down_under_the_hash_write_is_retried_and_stored_once(
     step_down: Callable[..., StepDown],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    fault = step_down(
-        "update_one",
-        lambda collection, query: (
-            collection == "assets"
-            and query.get("portal_id") == portal
-            and query.get("asset_id") == "a1"
-        ),
-    )
+    # The hash is stored through the process's write batcher, as one `bulk_write`.
+    def storing_a1(collection: str, requests: list[Any]) -> bool:
+        return collection == "assets" and any(
+            getattr(r, "_filter", {}).get("portal_id") == portal
+            and getattr(r, "_filter", {}).get("asset_id") == "a1"
+            and "$set" in getattr(r, "_doc", {})
+            for r in requests
+        )
+
+    fault = step_down("bulk_write", storing_a1)
     harness.upload(portal, "a1", write(tmp_path / "a1.png", photo(71)))
     (hashed,) = harness.wait_for(portal, "asset.hashed", timeout=30)
     assert fault.raised == 1 and fault.calls >= 2  # it was written, lost, and written again
