@@ -22,7 +22,6 @@ an `AutoReconnect`) is one of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import (
@@ -981,7 +980,13 @@ class AssetStore:
                             {"_id": key, "owner": owner},
                             {"$set": {"expires_at": utcnow() + timedelta(milliseconds=ttl_ms)}},
                         )
-                except StoreUnavailable as e:  # the next renewal may get through
+                except StoreUnavailable as e:
+                    # A cancellation the driver turned into a connection error (it closes the
+                    # connection an operation was cancelled on) ends the renewals all the same;
+                    # otherwise the next renewal may get through.
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise asyncio.CancelledError from e
                     log.warning("could not renew the lease %s: %s", key, e.detail)
                     continue
                 if result.matched_count == 0:
@@ -993,8 +998,10 @@ class AssetStore:
             yield
         finally:
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            # Bounded: a renewal that does not stop must not keep the lease from its release.
+            await asyncio.wait({renewer}, timeout=max(1.0, ttl_ms / 1000))
+            if not renewer.done():
+                log.error("the renewal of the lease %s did not stop; releasing it anyway", key)
             with _translated():
                 await leases.delete_one({"_id": key, "owner": owner})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -51,5 +52,43 @@ def test_search_slots_bound_a_portal_and_free_on_exit(mongo_url: str) -> None:
                 assert other  # another portal's slots are its own
         async with store.search_slot("p", "s5", slots=1, ttl_ms=1000) as again:
             assert again
+
+    _run(mongo_url, scenario)
+
+
+def test_a_lease_is_released_even_when_the_driver_turns_its_renewals_cancellation_into_an_error(
+    mongo_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen once in CI: the command lock's exit waited for ever on a renewal task that did not
+    stop, because a cancelled operation came back as a connection error, which the renewal loop
+    takes for a transient fault and retries. Without the fix this test hangs until pytest's
+    timeout fails it (the lock's exit swallows the cancellation `wait_for` sends)."""
+    from pymongo.asynchronous.collection import AsyncCollection
+    from pymongo.errors import AutoReconnect
+
+    real_update_one = AsyncCollection.update_one
+
+    async def stalling(self: AsyncCollection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "locks" and "owner" in query and "$or" not in query:  # a renewal
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                raise AutoReconnect("connection closed while the operation was cancelled") from None
+        return await real_update_one(self, query, *args, **kwargs)
+
+    async def held() -> None:
+        async with store_.command_lock("p", "first", ttl_ms=300):
+            await asyncio.sleep(0.3)  # the first renewal (after 0.1 s) is stalled now
+
+    store_: AssetStore
+
+    async def scenario(store: AssetStore) -> None:
+        nonlocal store_
+        store_ = store
+        monkeypatch.setattr(AsyncCollection, "update_one", stalling)
+        await asyncio.wait_for(held(), 10)
+        # and the lease was released: the next command takes it at once
+        async with store.command_lock("p", "second", ttl_ms=300, wait_s=0.2):
+            pass
 
     _run(mongo_url, scenario)
