@@ -39,11 +39,10 @@ from dramatiq.middleware import (
 from pydantic import ValidationError
 
 from schemas.contract import (
-    WAIT_TIERS_MS,
+    DEFAULT_DELIVERY_LIMIT,
     QueueType,
-    dead_letter_arguments,
     queue_arguments,
-    wait_arguments,
+    queue_declarations,
     wait_queue,
     wait_tier,
 )
@@ -208,7 +207,11 @@ class DupfinderBroker(RabbitmqBroker):
     """
 
     def __init__(
-        self, *, queue_type: QueueType = "classic", delivery_limit: int = 20, **kwargs: Any
+        self,
+        *,
+        queue_type: QueueType = "classic",
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.queue_type = queue_type
@@ -272,19 +275,18 @@ class DupfinderBroker(RabbitmqBroker):
         return queue_arguments(queue_name, self.queue_type, self.delivery_limit)
 
     def _declare_xq_queue(self, queue_name: str) -> Any:
-        """The `.XQ`, and on quorum queues the wait queues too (declared where Dramatiq
-        declares the rest, so they are retried alike and exist before a delay needs them)."""
-        arguments = dead_letter_arguments(self.queue_type)
+        """The `.XQ`, and on quorum queues the wait queues too: every declaration of the
+        contract's that Dramatiq does not make itself (made where it makes the rest, so they
+        are retried alike and exist before a delay needs them)."""
+        declarations = queue_declarations(queue_name, self.queue_type, self.delivery_limit)
+        dead = xq_name(queue_name)
         declared = self.channel.queue_declare(
-            queue=xq_name(queue_name), durable=True, arguments=arguments
+            queue=dead, durable=True, arguments=declarations.pop(dead)
         )
-        if self.queue_type == "quorum":
-            for tier in WAIT_TIERS_MS:
-                self.channel.queue_declare(
-                    queue=wait_queue(queue_name, tier),
-                    durable=True,
-                    arguments=wait_arguments(queue_name, tier),
-                )
+        for name in (queue_name, dq_name(queue_name)):  # Dramatiq's own
+            declarations.pop(name)
+        for name, arguments in declarations.items():
+            self.channel.queue_declare(queue=name, durable=True, arguments=arguments)
         return declared
 
     def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:

@@ -25,11 +25,12 @@ class QueueMismatch(Exception):
 
 
 def declare_queues(settings: Settings) -> list[str]:
-    """Declare every queue of every route as `settings` say, and the results exchange, so that
-    portals can bind before any worker process has booted (idempotent); returns the queues' names.
+    """Declare every queue of every route as `settings` say, and the results exchange, so
+    that portals can bind before any worker process has booted (idempotent); returns the
+    queues' names.
 
-        Raises `QueueMismatch` for the first queue that exists with other arguments, and
-        `pika.exceptions.AMQPError` when RabbitMQ cannot be reached.
+    Raises `QueueMismatch` for the first queue that exists with other arguments, and
+    `pika.exceptions.AMQPError` when RabbitMQ cannot be reached.
     """
     queue_type, delivery_limit = settings.queue_type, settings.delivery_limit
     connection = connect(settings.amqp_url_with_defaults)

@@ -53,7 +53,7 @@ from pymongo.errors import (
 )
 
 from schemas.messages import AssetUploaded, Scope
-from worker.batching import WriteBatcher, Written
+from worker.batching import MAX_WRITES, WINDOW_MS, WriteBatcher, Written
 from worker.config import Settings
 from worker.core.deletion import AssetFacts
 from worker.core.errors import StoreUnavailable
@@ -271,8 +271,8 @@ class AssetStore:
         client: AsyncMongoClient[dict[str, Any]],
         database: str,
         *,
-        write_batch: int = 64,
-        write_window_ms: float = 10.0,
+        write_batch: int = MAX_WRITES,
+        write_window_ms: float = WINDOW_MS,
     ) -> None:
         db = client[database]
         self._client = client
@@ -295,8 +295,8 @@ class AssetStore:
         *,
         timeout_ms: int,
         write_concern: str = "majority",
-        write_batch: int = 64,
-        write_window_ms: float = 10.0,
+        write_batch: int = MAX_WRITES,
+        write_window_ms: float = WINDOW_MS,
     ) -> AssetStore:
         """A store on a new client. Must run on the event loop that will use it.
 

@@ -154,3 +154,13 @@ def test_the_write_and_read_concerns_reach_the_driver() -> None:
 
     assert asyncio.run(options("majority")) == ({"w": "majority"}, "majority", True, True)
     assert asyncio.run(options("1")) == ({"w": 1}, "local", True, True)
+
+
+def test_the_write_batch_defaults_are_the_batchers_own() -> None:
+    from worker import batching
+
+    settings = Settings()
+    assert (settings.write_batch, settings.write_window_ms) == (
+        batching.MAX_WRITES,
+        batching.WINDOW_MS,
+    )

@@ -122,9 +122,8 @@ def status(args: argparse.Namespace) -> int:
     try:
         for queue in sorted({route.queue_name for route in ROUTES.values()}):
             row: dict[str, object] = {}
-            waits = [wait_queue(queue, tier) for tier in WAIT_TIERS_MS]
-            if settings.queue_type == "classic":
-                waits = []
+            quorum = settings.queue_type == "quorum"
+            waits = [wait_queue(queue, tier) for tier in WAIT_TIERS_MS] if quorum else []
             for key, name in (
                 ("ready", queue),
                 ("delayed", delay_queue(queue)),
