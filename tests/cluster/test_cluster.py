@@ -29,9 +29,7 @@ import pytest
 
 from schemas.contract import ASSETS_QUEUE
 from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess, printer, worker_env
-from tests.faults.ledger import Ledger, check
-from tests.images import photo, write
-from worker.core.hashing import hash_image
+from tests.faults.ledger import Ledger, check, ledger_images
 
 PORTALS = 3
 #: An upload hashed this much later than it was published counts as delayed by the fault.
@@ -80,10 +78,7 @@ def cluster(
         for node in nodes[1:]:
             node.join(nodes[0])
         db_server.start()
-        images = []
-        for n in range(30):
-            path = write(folder / "images" / f"{n}.png", photo(700 + n, size=(64, 48)))
-            images.append((path, hash_image(path.read_bytes(), max_pixels=10**8).phash))
+        images = ledger_images(folder, 700)
         env = worker_env(
             ",".join(node.url for node in nodes),
             db_server.url,

@@ -23,6 +23,18 @@ from schemas.messages import AssetUploaded, Payload
 from schemas.publisher import PortalPublisher, connect, with_connection_defaults
 
 
+def ledger_images(folder: Path, first_seed: int) -> list[tuple[Path, str]]:
+    """Thirty small distinct photographs a suite uploads, each with the pHash it must get."""
+    from tests.images import photo, write
+    from worker.core.hashing import hash_image
+
+    images = []
+    for n in range(30):
+        path = write(folder / "images" / f"{n}.png", photo(first_seed + n, size=(64, 48)))
+        images.append((path, hash_image(path.read_bytes(), max_pixels=10**8).phash))
+    return images
+
+
 @dataclass(frozen=True)
 class Entry:
     message_id: str

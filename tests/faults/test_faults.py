@@ -21,9 +21,7 @@ import pytest
 
 from tests.commands import clashing_commands
 from tests.faults.cluster import DatabaseServer, RabbitNode, WorkerProcess, printer, worker_env
-from tests.faults.ledger import Ledger, ResultWatcher, check
-from tests.images import photo, write
-from worker.core.hashing import hash_image
+from tests.faults.ledger import Ledger, ResultWatcher, check, ledger_images
 
 PORTALS = 5
 
@@ -53,10 +51,7 @@ def rig(
     db_server = DatabaseServer(folder / "db")
     node.start()
     db_server.start()
-    images = []
-    for n in range(30):
-        path = write(folder / "images" / f"{n}.png", photo(500 + n, size=(64, 48)))
-        images.append((path, hash_image(path.read_bytes(), max_pixels=10**8).phash))
+    images = ledger_images(folder, 500)
     env = worker_env(
         node.url,
         db_server.url,

@@ -5,7 +5,6 @@ own and runs `dupfinder` as its own process, as a deployment does."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -31,7 +30,7 @@ from schemas.contract import (
 from schemas.messages import AssetUploaded
 from schemas.publisher import PortalPublisher
 from tests.cli import dupfinder
-from tests.faults.cluster import WorkerProcess
+from tests.faults.cluster import WorkerProcess, worker_env
 from tests.harness import own_vhost, rabbitmqctl
 from tests.images import photo, write
 from tests.sources import ScriptedSource, serve
@@ -75,17 +74,9 @@ def ready(vhost: str, queue: str) -> int:
 
 
 def environment(vhost: str, mongo_url: str, **more: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DUPFINDER_AMQP_URL": url_of(vhost),
-        "DUPFINDER_MONGODB_URL": mongo_url,
-        "DUPFINDER_MONGODB_DATABASE": f"quorum_{uuid.uuid4().hex[:8]}",
-        "DUPFINDER_QUEUE_TYPE": "quorum",
-        "DUPFINDER_MANAGEMENT_URL": "",
-        "DUPFINDER_HTTP_PORT": "0",
-        "DUPFINDER_LOG_FORMAT": "text",
-        **more,
-    }
+    """A worker's environment on `vhost` with quorum queues and a database of its own."""
+    more.setdefault("DUPFINDER_QUEUE_TYPE", "quorum")
+    return worker_env(url_of(vhost), mongo_url, f"quorum_{uuid.uuid4().hex[:8]}", **more)
 
 
 def test_every_queue_is_declared_as_a_quorum_queue_with_the_contract_arguments(
