@@ -510,12 +510,11 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
 async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> None:
     started = time.perf_counter()
     rule, max_distance = _rule(rt, request.match, request.max_distance)
-    candidates = await rt.store.candidates(
+    candidates = await rt.columns.candidates(
         request.portal_id,
         request.scope,
         with_titles=request.sort.field == "title",
         with_prints=rule == "verified",
-        with_signatures=False,
     )
     order = grouping.original_order(
         candidates.pinned_at_us, candidates.pixels, candidates.uploaded_at_us, candidates.asset_ids

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     """Searches of one portal that run at once, across every worker process; a portal's
     further searches wait in the delay queue for their turn, so its backlog never takes the
     threads that other portals' searches need (0 = no cap)."""
+    search_cache_mb: Annotated[int, Field(ge=0, le=1024 * 1024)] = 1024
+    """Memory one worker process may hold, by estimate, of the search columns of the portals it
+    searched last (about 400 bytes an asset), refreshed before each search from what changed
+    since (worker.column_cache); 0 = read every search's columns from MongoDB."""
+    search_cache_lag_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    """How far back before its previous read a refresh of cached columns reads changes again:
+    the bound on clock differences between worker hosts and on a write's time in flight."""
     page_size: Annotated[int, Field(ge=1, le=500)] = 500
     """Duplicate sets per `duplicates.found` message."""
     log_level: str = "INFO"

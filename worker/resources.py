@@ -19,6 +19,7 @@ from dramatiq.middleware import Middleware
 from PIL import Image
 
 from worker.budget import DecodeBudget, MiB, tune_allocator
+from worker.column_cache import ColumnCache
 from worker.config import Settings, get_settings
 from worker.core.compiled import compile_ahead
 from worker.readiness import unreachable
@@ -37,6 +38,7 @@ class Runtime:
     publisher: ResultPublisher
     hash_pool: ThreadPoolExecutor
     decode_budget: DecodeBudget
+    columns: ColumnCache
 
 
 class Resources(Middleware):
@@ -89,6 +91,11 @@ class Resources(Middleware):
                 settings.hash_threads, thread_name_prefix="dupfinder-hash"
             ),
             decode_budget=DecodeBudget(settings.decode_memory_mb * MiB),
+            columns=ColumnCache(
+                store,
+                budget_bytes=settings.search_cache_mb * MiB,
+                lag_s=settings.search_cache_lag_s,
+            ),
         )
 
     @staticmethod

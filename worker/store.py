@@ -35,6 +35,7 @@ from collections.abc import (
     Set,
 )
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -249,6 +250,64 @@ class _PrintColumns:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ColumnChanges:
+    """What `AssetStore.changed_columns` read: the hashed assets' columns, and the ids read that
+    are no longer hashed."""
+
+    columns: Candidates
+    gone: list[str]
+
+
+class _Columns:
+    """Accumulates a search's columns from streamed documents (no documents are kept)."""
+
+    def __init__(self, *, with_titles: bool, with_prints: bool, with_signatures: bool) -> None:
+        self.with_titles = with_titles
+        self.prints = _PrintColumns(with_signatures) if with_prints else None
+        self.ids: list[str] = []
+        self.hashes: list[int] = []
+        self.pixels: list[int] = []
+        self.uploaded: list[int] = []
+        self.pinned: list[int] = []
+        self.titles: list[str] = []
+
+    @property
+    def projection(self) -> dict[str, Any]:
+        """The fields `add` reads."""
+        fields = ["asset_id", "phash_i64", "pixels", "uploaded_at", "pinned_at"]
+        if self.with_titles:
+            fields.append("title")
+        if self.prints is not None:
+            fields.extend(_PrintColumns.FIELDS)
+            if self.prints.with_signatures:
+                fields.append("signature")
+        return {"_id": 0, **dict.fromkeys(fields, 1)}
+
+    def add(self, doc: dict[str, Any]) -> None:
+        self.ids.append(doc["asset_id"])
+        self.hashes.append(doc["phash_i64"])
+        self.pixels.append(doc["pixels"])
+        self.uploaded.append(to_us(doc["uploaded_at"]))
+        self.pinned.append(to_us(doc.get("pinned_at")))
+        if self.with_titles:
+            self.titles.append(doc.get("title", ""))
+        if self.prints is not None:
+            self.prints.add(doc)
+
+    def build(self) -> Candidates:
+        hashes = np.array(self.hashes, dtype=np.int64)
+        return Candidates(
+            asset_ids=self.ids,
+            phashes=hashes.view(np.uint64),
+            pixels=np.array(self.pixels, dtype=np.int64),
+            uploaded_at_us=np.array(self.uploaded, dtype=np.int64),
+            pinned_at_us=np.array(self.pinned, dtype=np.int64),
+            titles=self.titles,
+            prints=None if self.prints is None else self.prints.build(hashes),
+        )
+
+
 #: The shard key of each collection, for a sharded cluster: every query and update the worker
 #: sends names the key's first field (tests/integration/test_shard_keys.py checks it), so each
 #: goes to the shards of one portal. The leases' `_id` is the portal id (a command lock) or
@@ -356,6 +415,10 @@ class AssetStore:
         await self._assets.create_index(
             [("portal_id", ASCENDING), ("state", ASCENDING), ("phash_i64", ASCENDING)],
             name="portal_state_phash",
+        )
+        # What a refresh of a portal's cached search columns asks for: what was written since.
+        await self._assets.create_index(
+            [("portal_id", ASCENDING), ("updated_at", ASCENDING)], name="portal_updated"
         )
         await self._commands.create_index(
             [("portal_id", ASCENDING), ("command_id", ASCENDING)], unique=True, name="portal_cmd"
@@ -545,49 +608,48 @@ class AssetStore:
         asset) and, unless `with_signatures` is False, the 1 KiB signatures; a large search
         reads those later, for its candidates only (`signatures`).
         """
-        projection = {
-            "_id": 0,
-            "asset_id": 1,
-            "phash_i64": 1,
-            "pixels": 1,
-            "uploaded_at": 1,
-            "pinned_at": 1,
-        }
-        if with_titles:
-            projection["title"] = 1
-        prints = _PrintColumns(with_signatures) if with_prints else None
-        if prints is not None:
-            projection.update(dict.fromkeys(_PrintColumns.FIELDS, 1))
-            if with_signatures:
-                projection["signature"] = 1
-        ids: list[str] = []
-        hashes: list[int] = []
-        pixels: list[int] = []
-        uploaded: list[int] = []
-        pinned: list[int] = []
-        titles: list[str] = []
+        columns = _Columns(
+            with_titles=with_titles, with_prints=with_prints, with_signatures=with_signatures
+        )
         # A few MB a batch either way: a signature is 1 KiB, a bare hash ~0.1 KiB.
         batch = batch_size or (1000 if with_prints and with_signatures else 5000)
         with _translated():
-            async for doc in self._each(scope_filters(portal_id, scope), projection, batch):
-                ids.append(doc["asset_id"])
-                hashes.append(doc["phash_i64"])
-                pixels.append(doc["pixels"])
-                uploaded.append(to_us(doc["uploaded_at"]))
-                pinned.append(to_us(doc.get("pinned_at")))
-                if with_titles:
-                    titles.append(doc.get("title", ""))
-                if prints is not None:
-                    prints.add(doc)
-        return Candidates(
-            asset_ids=ids,
-            phashes=np.array(hashes, dtype=np.int64).view(np.uint64),
-            pixels=np.array(pixels, dtype=np.int64),
-            uploaded_at_us=np.array(uploaded, dtype=np.int64),
-            pinned_at_us=np.array(pinned, dtype=np.int64),
-            titles=titles,
-            prints=None if prints is None else prints.build(np.array(hashes, dtype=np.int64)),
-        )
+            async for doc in self._each(scope_filters(portal_id, scope), columns.projection, batch):
+                columns.add(doc)
+        return columns.build()
+
+    async def changed_columns(self, portal_id: str, since: datetime | None) -> ColumnChanges:
+        """A search's columns (titles and the verified matcher's hashes, no signatures) of the
+        portal's hashed assets: all of them, or those whose document was written at or after
+        `since`, with the ids written since then that are no longer hashed.
+
+        Every write of an asset document stamps `updated_at`, and the index
+        (portal_id, updated_at) finds the stamped ones without reading the rest.
+        """
+        columns = _Columns(with_titles=True, with_prints=True, with_signatures=False)
+        projection = {**columns.projection, "state": 1}
+        query: dict[str, Any] = {"portal_id": portal_id}
+        if since is None:
+            query["state"] = HASHED
+        else:
+            query["updated_at"] = {"$gte": since}
+        gone: list[str] = []
+        with _translated():
+            async for doc in self._each([query], projection, 5000):
+                if doc["state"] == HASHED:
+                    columns.add(doc)
+                else:
+                    gone.append(doc["asset_id"])
+        return ColumnChanges(columns.build(), gone)
+
+    @_store_errors
+    async def scope_ids(self, portal_id: str, scope: Scope) -> list[str]:
+        """The ids of the portal's hashed assets inside `scope`, and nothing else of them."""
+        projection = {"_id": 0, "asset_id": 1}
+        return [
+            doc["asset_id"]
+            async for doc in self._each(scope_filters(portal_id, scope), projection, 10_000)
+        ]
 
     @_store_errors
     async def signatures(self, portal_id: str, asset_ids: Sequence[str]) -> dict[str, bytes]:

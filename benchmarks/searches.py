@@ -1,0 +1,113 @@
+"""A `find-duplicates` search as the portal times it, from publish to its last page, with the
+worker's column cache and without it.
+
+    python -m benchmarks.searches [--n 100000 1000000] [--rounds 3] [--changed 1000]
+
+For each N: a SecantusDB server of its own holds a portal of N hashed assets (seeded straight
+into the collection, as `benchmarks.loading` does: random hashes, so few sets) and a
+`dupfinder worker` process (two search threads on this machine) answers full-portal `verified`
+searches:
+- without the cache (`DUPFINDER_SEARCH_CACHE_MB=0`, the baseline: every search reads every
+  asset's columns from the database), once;
+- with it (the default): the first search (the cache is filled), ROUNDS searches of the
+  unchanged portal, then ROUNDS times CHANGED assets written again (a third renamed, a third
+  pinned, a third deleted; stamped as the worker stamps them) and a search after each batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+
+from benchmarks import services
+from benchmarks.decisions import Timer
+from benchmarks.loading import seed
+from schemas.messages import FindDuplicates
+from worker.store import AssetStore
+
+PORTAL = "bench"
+
+
+async def _seed(url: str, n: int) -> None:
+    store = AssetStore.connect(url, "dupfinder", timeout_ms=5000)
+    await store.ensure_indexes()
+    await seed(store._assets, PORTAL, n)
+    await store.close()
+
+
+async def _change(url: str, ids: list[str]) -> None:
+    """Write `ids` again as the worker would: a third renamed, a third pinned, a third deleted."""
+    store = AssetStore.connect(url, "dupfinder", timeout_ms=5000)
+    assets = store._assets
+    now = datetime.now(UTC)
+    third = len(ids) // 3
+    renamed, pinned, deleted = ids[:third], ids[third : 2 * third], ids[2 * third :]
+    for chunk, update in (
+        (renamed, {"title": f"renamed {now.isoformat()}"}),
+        (pinned, {"pinned_at": now}),
+        (deleted, {"state": "deleted"}),
+    ):
+        await assets.update_many(
+            {"portal_id": PORTAL, "asset_id": {"$in": chunk}},
+            {"$set": {**update, "updated_at": now}},
+        )
+    await store.close()
+
+
+def search(timer: Timer) -> float:
+    request = FindDuplicates(request_id=uuid.uuid4().hex, portal_id=PORTAL, match="verified")
+    return timer.answer(request, "request_id", lambda kind, event: event["page"] == event["pages"])
+
+
+def run(n: int, rounds: int, changed: int) -> None:
+    with services.database() as (url, _server):
+        started = time.perf_counter()
+        asyncio.run(_seed(url, n))
+        print(f"{n:,} assets seeded in {time.perf_counter() - started:.0f} s")
+        with services.Portal.open(f"{PORTAL}.#") as portal:
+            timer = Timer(portal)
+            off = {"DUPFINDER_SEARCH_CACHE_MB": "0"}
+            with services.worker(url, processes=1, env=off):
+                uncached = search(timer)
+            with services.worker(url, processes=1):
+                first = search(timer)
+                unchanged = [search(timer) for _ in range(rounds)]
+                rng = np.random.default_rng(5)
+                live = np.arange(n)
+                after = []
+                for _ in range(rounds):
+                    picked = rng.choice(len(live), size=changed, replace=False)
+                    asyncio.run(_change(url, [f"a{i}" for i in live[picked].tolist()]))
+                    live = np.delete(live, picked[2 * (changed // 3) :])  # the deleted third
+                    after.append(search(timer))
+    print(f"  full-portal verified search of {n:,} assets, publish to last page:")
+    print(f"  {'without the cache (baseline), every search':<48} {uncached:8.2f} s")
+    print(f"  {'with it: the first search (fills the cache)':<48} {first:8.2f} s")
+    for label, times in (
+        ("with it: the portal unchanged", unchanged),
+        (f"with it: after {changed:,} assets changed", after),
+    ):
+        print(
+            f"  {label:<48} {statistics.median(times):8.2f} s median, {max(times):.2f} s max "
+            f"of {rounds} ({uncached / statistics.median(times):.1f}x the baseline's speed)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--changed", type=int, default=1000)
+    args = parser.parse_args()
+    for n in args.n:
+        run(n, args.rounds, args.changed)
+
+
+if __name__ == "__main__":
+    main()

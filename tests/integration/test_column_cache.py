@@ -1,0 +1,238 @@
+"""The worker's cache of search columns against a real MongoDB-protocol server: after every kind
+of write, by this process or another (a second client), a search reads from it what it would
+read from the database; an unchanged portal costs no rebuild; budgets and portal walls hold."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from schemas.messages import AssetUploaded, Scope
+from tests.images import encode, photo
+from worker.column_cache import ColumnCache
+from worker.core.grouping import Candidates
+from worker.core.hashing import HashedImage, hash_image, provenance
+from worker.store import AssetStore, utcnow
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+#: Hashes of a few distinct pictures, made once.
+_IMAGES: dict[int, HashedImage] = {}
+
+
+def _hashed(seed: int) -> HashedImage:
+    if seed not in _IMAGES:
+        _IMAGES[seed] = hash_image(encode(photo(seed, (96, 72)), "PNG"), max_pixels=10**7)
+    return _IMAGES[seed]
+
+
+def _upload(portal: str, asset_id: str, **fields: Any) -> AssetUploaded:
+    return AssetUploaded(
+        portal_id=portal, asset_id=asset_id, source="/x.png", uploaded_at=T0, **fields
+    )
+
+
+async def _save(store: AssetStore, portal: str, asset_id: str, seed: int, **fields: Any) -> None:
+    await store.save_hashed(_upload(portal, asset_id, **fields), _hashed(seed), provenance(), T0)
+
+
+async def _portal_of(store: AssetStore, portal: str, count: int) -> None:
+    """`count` hashed assets `a1`... of distinct pictures."""
+    for n in range(1, count + 1):
+        await _save(store, portal, f"a{n}", n)
+
+
+def _by_id(columns: Candidates) -> dict[str, tuple[Any, ...]]:
+    """Every column a search reads, row by row, keyed by asset id."""
+    prints = columns.prints
+    assert prints is not None
+    return {
+        asset_id: (
+            int(columns.phashes[n]),
+            int(columns.pixels[n]),
+            int(columns.uploaded_at_us[n]),
+            int(columns.pinned_at_us[n]),
+            columns.titles[n],
+            prints.variants[n].tolist(),
+            int(prints.centres[n]),
+            prints.crops[n].tolist(),
+            bool(prints.low_detail[n]),
+            int(prints.content[n]),
+            int(prints.pixels[n]),
+        )
+        for n, asset_id in enumerate(columns.asset_ids)
+    }
+
+
+async def _read_both(
+    cache: ColumnCache, store: AssetStore, portal: str, scope: Scope | None = None
+) -> tuple[Candidates, dict[str, tuple[Any, ...]]]:
+    """The cache's columns, checked equal to what the database holds now."""
+    scope = scope or Scope()
+    cached = await cache.candidates(portal, scope, with_titles=True, with_prints=True)
+    fresh = await store.candidates(
+        portal, scope, with_titles=True, with_prints=True, with_signatures=False
+    )
+    assert _by_id(cached) == _by_id(fresh)
+    return cached, _by_id(cached)
+
+
+def _run(mongo_url: str, scenario: Callable[[AssetStore, AssetStore], Awaitable[None]]) -> None:
+    """Runs `scenario` with two stores on one database: two processes' clients."""
+
+    async def main() -> None:
+        database = f"columns_{uuid.uuid4().hex[:8]}"
+        ours = AssetStore.connect(mongo_url, database, timeout_ms=2000)
+        theirs = AssetStore.connect(mongo_url, database, timeout_ms=2000)
+        try:
+            await ours.ensure_indexes()
+            await scenario(ours, theirs)
+        finally:
+            await ours._client.drop_database(database)
+            await ours.close()
+            await theirs.close()
+
+    asyncio.run(main())
+
+
+def test_every_kind_of_write_by_another_process_reaches_the_next_search(mongo_url: str) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        # Given a portal of six hashed assets, cached by this process
+        cache = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=60)
+        for n in range(1, 7):
+            await _save(theirs, "p", f"a{n}", n, title=f"title {n}")
+        await _save(theirs, "other", "x1", 1)
+        _, before = await _read_both(cache, ours, "p")
+        assert sorted(before) == [f"a{n}" for n in range(1, 7)]
+
+        # When another process deletes one, pins one, merges metadata into one, fails one,
+        # rehashes one from other bytes, adds one, and writes in another portal
+        await theirs.tombstone("p", "a1", via="test")
+        await theirs.pin("p", "a2", utcnow(), "c1")
+        await theirs.set_metadata("p", "a3", title="merged", description="", tags=["t"])
+        await theirs.mark_failed(_upload("p", "a4"), "unreadable", "test")
+        await _save(theirs, "p", "a5", 50, title="title 5")
+        await _save(theirs, "p", "a7", 7)
+        await _save(theirs, "other", "x2", 2)
+
+        # Then this process's next search reads exactly what the database holds
+        _, after = await _read_both(cache, ours, "p")
+        assert sorted(after) == ["a2", "a3", "a5", "a6", "a7"]
+        assert after["a2"][3] > 0 and before["a2"][3] == 0  # pinned
+        assert after["a3"][4] == "merged"
+        assert after["a5"][0] != before["a5"][0]  # the new bytes' hash
+        assert after["a6"] == before["a6"]
+        assert cache.cached("p") == 5
+
+    _run(mongo_url, scenario)
+
+
+def test_an_unchanged_portal_is_served_from_the_columns_it_holds(mongo_url: str) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        cache = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=60)
+        await _portal_of(theirs, "p", 4)
+        first, _ = await _read_both(cache, ours, "p")
+
+        # Read again within the lag, every document is read and found as it is held
+        second, _ = await _read_both(cache, ours, "p")
+
+        assert second.phashes is first.phashes  # the same arrays: nothing was rebuilt
+        assert second.prints is not None and first.prints is not None
+        assert second.prints.variants is first.prints.variants
+
+    _run(mongo_url, scenario)
+
+
+@pytest.mark.parametrize(("lag_s", "seen"), [(60, True), (0, False)])
+def test_a_write_stamped_by_a_clock_behind_this_one_is_read_within_the_lag(
+    mongo_url: str, lag_s: float, seen: bool
+) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        cache = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=lag_s)
+        await _save(theirs, "p", "a1", 1, title="old")
+        await asyncio.sleep(0.01)
+        await cache.candidates("p", Scope(), with_titles=True, with_prints=True)
+
+        # Another host, its clock 30 s behind, renames the asset after this read began
+        await theirs._assets.update_one(
+            {"portal_id": "p", "asset_id": "a1"},
+            {"$set": {"title": "new", "updated_at": utcnow() - timedelta(seconds=30)}},
+        )
+        cached = await cache.candidates("p", Scope(), with_titles=True, with_prints=True)
+
+        assert cached.titles == (["new"] if seen else ["old"])
+
+    _run(mongo_url, scenario)
+
+
+def test_a_scoped_search_takes_the_rows_of_its_ids_from_the_cache(mongo_url: str) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        cache = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=60)
+        for n in range(1, 7):
+            await _save(theirs, "p", f"a{n}", n, tags=["even"] if n % 2 == 0 else [])
+        await _read_both(cache, ours, "p")
+
+        by_tag, _ = await _read_both(cache, ours, "p", Scope(tags_all=["even"]))
+        by_ids, _ = await _read_both(cache, ours, "p", Scope(asset_ids=["a5", "a1", "zz"]))
+        by_text, _ = await _read_both(cache, ours, "p", Scope(text="nothing like it"))
+
+        assert sorted(by_tag.asset_ids) == ["a2", "a4", "a6"]
+        assert sorted(by_ids.asset_ids) == ["a1", "a5"]
+        assert by_text.asset_ids == []
+        # What a search did not ask for is left out
+        plain = await cache.candidates("p", Scope(), with_titles=False, with_prints=False)
+        assert plain.titles == [] and plain.prints is None and len(plain.asset_ids) == 6
+
+    _run(mongo_url, scenario)
+
+
+def test_the_budget_drops_the_portal_searched_least_recently(mongo_url: str) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        for portal in ("p1", "p2"):
+            await _portal_of(theirs, portal, 20)
+        probe = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=60)
+        await probe.candidates("p1", Scope(), with_titles=True, with_prints=True)
+        one = probe.held_bytes
+
+        # A budget for one portal: the second search drops the first portal
+        cache = ColumnCache(ours, budget_bytes=one + one // 2, lag_s=60)
+        await _read_both(cache, ours, "p1")
+        await _read_both(cache, ours, "p2")
+        assert cache.cached("p1") is None and cache.cached("p2") == 20
+        assert cache.held_bytes <= one + one // 2
+
+        # A portal larger than the whole budget is answered, not kept
+        small = ColumnCache(ours, budget_bytes=one // 2, lag_s=60)
+        answered, _ = await _read_both(small, ours, "p1")
+        assert len(answered.asset_ids) == 20 and small.cached("p1") is None
+
+    _run(mongo_url, scenario)
+
+
+def test_concurrent_searches_of_one_portal_share_one_refresh(mongo_url: str) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        cache = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=60)
+        await _portal_of(theirs, "p", 5)
+        reads: list[datetime | None] = []
+        real = ours.changed_columns
+
+        async def counted(portal_id: str, since: datetime | None) -> Any:
+            reads.append(since)
+            return await real(portal_id, since)
+
+        ours.changed_columns = counted  # type: ignore[method-assign]
+        found = await asyncio.gather(
+            *(cache.candidates("p", Scope(), with_titles=True, with_prints=True) for _ in range(4))
+        )
+
+        assert all(sorted(f.asset_ids) == sorted(found[0].asset_ids) for f in found)
+        assert len(found[0].asset_ids) == 5
+        assert reads[0] is None and all(since is not None for since in reads[1:])
+        assert np.all(found[3].phashes == found[0].phashes)
+
+    _run(mongo_url, scenario)

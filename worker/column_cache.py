@@ -1,0 +1,199 @@
+"""Each portal's search columns kept in the worker process, and refreshed from what changed.
+
+A search used to stream every in-scope asset's columns from MongoDB (SecantusDB serves 16-21
+thousand documents a second: a minute for a million assets, before the search core begins). A
+portal's assets change little between two of its searches, so each worker process keeps the
+columns of the portals it searched last and, before a search, reads only the documents written
+since its previous read.
+
+Why that stays right:
+- Every write of an asset document stamps `updated_at`: an upload, a failure, a tombstone, a
+  pin, merged metadata (`AssetStore`'s writes all do). A refresh reads the portal's documents
+  stamped at or after the start of the previous read, less `lag_s`: a write stamped by another
+  host's clock a little behind this one's, or committed a little after its stamp, is still read.
+  The lag is the bound on both.
+- A hashed document read again replaces its row when any column a search reads differs (two
+  writes can share a stamp, so stamps are not compared); any other state (deleted, failed,
+  pending again) drops the row. Decisions are not cached: a search reads them anew.
+- Columns are never changed in place: a refresh builds new arrays and swaps them in, so a
+  search still holding the previous ones is not disturbed.
+- A scope with criteria (ids, tags, text, dates) asks the database which ids it holds, and only
+  their ids; the rows come from the cache.
+
+Memory is a budget: the portals searched least recently are dropped while the cache holds more
+than `budget_bytes` (by estimate), and a portal larger than the whole budget is not kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from schemas.messages import Scope
+from worker.core.columns import joined, same_rows, take
+from worker.core.grouping import Candidates
+from worker.store import AssetStore, ColumnChanges, utcnow
+
+log = logging.getLogger(__name__)
+
+#: Estimated bytes of Python objects per row beyond the arrays: the id's and the title's string
+#: objects, their list slots, and the id's slot in the row index.
+_ROW_OBJECT_BYTES = 2 * 57 + 2 * 8 + 100
+
+
+def _footprint(columns: Candidates) -> int:
+    arrays: list[NDArray[Any]] = [
+        columns.phashes,
+        columns.pixels,
+        columns.uploaded_at_us,
+        columns.pinned_at_us,
+    ]
+    if columns.prints is not None:
+        prints = columns.prints
+        arrays += [prints.variants, prints.centres, prints.crops, prints.low_detail]
+        arrays += [prints.content, prints.pixels, prints.signatures]
+        if prints.signature_rows is not None:
+            arrays.append(prints.signature_rows)
+    text = sum(map(len, columns.asset_ids)) + sum(map(len, columns.titles))
+    return sum(a.nbytes for a in arrays) + text + _ROW_OBJECT_BYTES * len(columns.asset_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class _Portal:
+    """One portal's cached columns: replaced whole, never changed."""
+
+    columns: Candidates
+    """Titles and the verified matcher's hashes (no signatures) of every hashed asset."""
+    rows: dict[str, int]
+    """Row of each asset id."""
+    read_from: datetime
+    """When the read that this state includes began, by this process's clock."""
+    nbytes: int
+
+    @classmethod
+    def of(cls, columns: Candidates, read_from: datetime) -> _Portal:
+        rows = {asset_id: row for row, asset_id in enumerate(columns.asset_ids)}
+        return cls(columns, rows, read_from, _footprint(columns))
+
+
+def _refreshed(portal: _Portal, read: ColumnChanges, began: datetime) -> _Portal:
+    """`portal` with what `read` found written again: the rows that differ replaced, new ones
+    added, those no longer hashed dropped; as read from `began` on."""
+    ids = read.columns.asset_ids
+    known = np.array([n for n, i in enumerate(ids) if i in portal.rows], dtype=np.intp)
+    held = np.array([portal.rows[ids[n]] for n in known.tolist()], dtype=np.intp)
+    differ = ~same_rows(take(portal.columns, held), take(read.columns, known))
+    dropped = {portal.rows[i] for i in read.gone if i in portal.rows}
+    dropped.update(held[differ].tolist())
+    fresh = np.ones(len(ids), dtype=bool)
+    fresh[known[~differ]] = False  # read again as they are held
+    if not dropped and not fresh.any():
+        return replace(portal, read_from=began)
+    keep = np.ones(len(portal.columns.asset_ids), dtype=bool)
+    keep[list(dropped)] = False
+    columns = joined(
+        take(portal.columns, np.flatnonzero(keep)), take(read.columns, np.flatnonzero(fresh))
+    )
+    log.info(
+        "refreshed cached columns: %d rows written or added, %d dropped",
+        int(fresh.sum()),
+        len(dropped),
+    )
+    return _Portal.of(columns, began)
+
+
+def _is_whole_portal(scope: Scope) -> bool:
+    return (
+        scope.asset_ids is None
+        and not scope.tags_all
+        and not scope.tags_any
+        and scope.text is None
+        and scope.uploaded_from is None
+        and scope.uploaded_to is None
+    )
+
+
+class ColumnCache:
+    """The search columns of the portals this process searched last, within a memory budget."""
+
+    def __init__(self, store: AssetStore, *, budget_bytes: int, lag_s: float) -> None:
+        self._store = store
+        self._budget = budget_bytes
+        self._lag = timedelta(seconds=lag_s)
+        self._portals: OrderedDict[str, _Portal] = OrderedDict()
+        # One refresh of a portal at a time; another portal's never waits for it.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @property
+    def held_bytes(self) -> int:
+        """Estimated bytes of every cached portal's columns."""
+        return sum(portal.nbytes for portal in self._portals.values())
+
+    def cached(self, portal_id: str) -> int | None:
+        """How many rows the cache holds for a portal (None: it holds none)."""
+        portal = self._portals.get(portal_id)
+        return None if portal is None else len(portal.rows)
+
+    async def candidates(
+        self, portal_id: str, scope: Scope, *, with_titles: bool, with_prints: bool
+    ) -> Candidates:
+        """The in-scope hashed assets' columns, as `AssetStore.candidates` reads them without
+        signatures, from the cache brought up to date first (or from the store, budget 0)."""
+        if self._budget <= 0:
+            return await self._store.candidates(
+                portal_id,
+                scope,
+                with_titles=with_titles,
+                with_prints=with_prints,
+                with_signatures=False,
+            )
+        lock = self._locks.get(portal_id)
+        if lock is None:
+            lock = self._locks[portal_id] = asyncio.Lock()
+        async with lock:
+            portal = await self._fresh(portal_id)
+        columns = portal.columns
+        if not _is_whole_portal(scope):
+            ids = await self._store.scope_ids(portal_id, scope)
+            rows = sorted({portal.rows[i] for i in ids if i in portal.rows})
+            columns = take(columns, np.array(rows, dtype=np.intp))
+        return replace(
+            columns,
+            titles=columns.titles if with_titles else [],
+            prints=columns.prints if with_prints else None,
+        )
+
+    async def _fresh(self, portal_id: str) -> _Portal:
+        began = utcnow()
+        portal = self._portals.get(portal_id)
+        if portal is None:
+            read = await self._store.changed_columns(portal_id, None)
+            portal = _Portal.of(read.columns, began)
+            log.info("cached the columns of portal %s: %d assets", portal_id, len(portal.rows))
+        else:
+            since = portal.read_from - self._lag
+            portal = _refreshed(portal, await self._store.changed_columns(portal_id, since), began)
+        self._keep(portal_id, portal)
+        return portal
+
+    def _keep(self, portal_id: str, portal: _Portal) -> None:
+        """Keep `portal` as the most recently used, dropping the least recently used portals
+        while the cache holds more than its budget (and `portal` too if it alone does)."""
+        self._portals[portal_id] = portal
+        self._portals.move_to_end(portal_id)
+        while self._portals and self.held_bytes > self._budget:
+            dropped, gone = self._portals.popitem(last=False)
+            log.info(
+                "dropped the cached columns of portal %s (%d assets) to stay within %d MiB",
+                dropped,
+                len(gone.rows),
+                self._budget // (1024 * 1024),
+            )
