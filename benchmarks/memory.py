@@ -14,7 +14,6 @@ shows whether the worker kept answering.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import tempfile
 import threading
@@ -31,12 +30,6 @@ MiB = 1024 * 1024
 BOMBS = ("rgb", "rgba", "16bit", "bilevel")
 
 
-def _rss(pid: int) -> int:
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", text)
-    return int(match.group(1)) * 1024 if match else 0
-
-
 class Sampler:
     """The resident size of one process, sampled every 20 ms; `peak` since the last `reset`."""
 
@@ -49,10 +42,10 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            self._peak = max(self._peak, _rss(self.pid))
+            self._peak = max(self._peak, services.resident_bytes(self.pid))
 
     def reset(self) -> int:
-        now = _rss(self.pid)
+        now = services.resident_bytes(self.pid)
         self._peak = now
         return now
 
@@ -74,7 +67,7 @@ def _upload(portal: str, asset_id: str, path: Path) -> AssetUploaded:
 def _settle(sampler: Sampler, seconds: float = 3.0) -> int:
     """The idle resident size, once the process has had `seconds` to give memory back."""
     time.sleep(seconds)
-    return _rss(sampler.pid)
+    return services.resident_bytes(sampler.pid)
 
 
 def run(side: int, budget_mb: int) -> None:
@@ -165,7 +158,7 @@ def run(side: int, budget_mb: int) -> None:
         stop_small.set()
         background.join(60)
         sampler.stop()
-        final = _rss(child)
+        final = services.resident_bytes(child)
         print(
             f"\nidle at the end: {final / MiB:.0f} MiB ({(final - idle) / idle:+.0%} of the idle "
             f"size after boot)"

@@ -11,7 +11,8 @@ searches:
   asset's columns from the database), once;
 - with it (the default): the first search (the cache is filled), ROUNDS searches of the
   unchanged portal, then ROUNDS times CHANGED assets written again (a third renamed, a third
-  pinned, a third deleted; stamped as the worker stamps them) and a search after each batch.
+  pinned, a third deleted; stamped as the worker stamps them) and a search after each batch;
+  then the peak resident memory of the worker process, with the cache and without it.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ def run(n: int, rounds: int, changed: int) -> None:
         with services.Portal.open(f"{PORTAL}.#") as portal:
             timer = Timer(portal)
             off = {"DUPFINDER_SEARCH_CACHE_MB": "0"}
-            with services.worker(url, processes=1, env=off):
+            with services.worker(url, processes=1, env=off) as main:
                 uncached = search(timer)
-            with services.worker(url, processes=1):
+                uncached_peak = _peak(main.pid)
+            with services.worker(url, processes=1) as main:
                 first = search(timer)
                 unchanged = [search(timer) for _ in range(rounds)]
                 rng = np.random.default_rng(5)
@@ -86,6 +88,7 @@ def run(n: int, rounds: int, changed: int) -> None:
                     asyncio.run(_change(url, [f"a{i}" for i in live[picked].tolist()]))
                     live = np.delete(live, picked[2 * (changed // 3) :])  # the deleted third
                     after.append(search(timer))
+                cached_peak = _peak(main.pid)
     print(f"  full-portal verified search of {n:,} assets, publish to last page:")
     print(f"  {'without the cache (baseline), every search':<48} {uncached:8.2f} s")
     print(f"  {'with it: the first search (fills the cache)':<48} {first:8.2f} s")
@@ -97,6 +100,17 @@ def run(n: int, rounds: int, changed: int) -> None:
             f"  {label:<48} {statistics.median(times):8.2f} s median, {max(times):.2f} s max "
             f"of {rounds} ({uncached / statistics.median(times):.1f}x the baseline's speed)"
         )
+    print(
+        f"  peak memory of the worker process: {uncached_peak / 2**20:,.0f} MiB without the cache, "
+        f"{cached_peak / 2**20:,.0f} MiB with it ({(cached_peak - uncached_peak) / n:,.0f} bytes "
+        "an asset more)"
+    )
+
+
+def _peak(pid: int) -> int:
+    """The peak resident memory of a worker's (one) Dramatiq process."""
+    (process,) = services.children(pid)
+    return services.resident_bytes(process, "VmHWM")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -94,6 +95,13 @@ def worker(
     finally:
         process.terminate()
         process.wait(60)
+
+
+def resident_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM), from /proc."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"{field}:\s+(\d+) kB", text)
+    return int(match.group(1)) * 1024 if match else 0
 
 
 def children(pid: int) -> list[int]:
