@@ -179,8 +179,10 @@ class ColumnCache:
             portal = _Portal.of(read.columns, began)
             log.info("cached the columns of portal %s: %d assets", portal_id, len(portal.rows))
         else:
-            since = portal.read_from - self._lag
-            portal = _refreshed(portal, await self._store.changed_columns(portal_id, since), began)
+            read = await self._store.changed_columns(portal_id, portal.read_from - self._lag)
+            # Rebuilding a million rows takes a few tenths of a second: off the event loop.
+            loop = asyncio.get_running_loop()
+            portal = await loop.run_in_executor(None, _refreshed, portal, read, began)
         self._keep(portal_id, portal)
         return portal
 
