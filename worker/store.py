@@ -628,14 +628,14 @@ class AssetStore:
         """
         columns = _Columns(with_titles=True, with_prints=True, with_signatures=False)
         projection = {**columns.projection, "state": 1}
-        query: dict[str, Any] = {"portal_id": portal_id}
-        if since is None:
-            query["state"] = HASHED
-        else:
-            query["updated_at"] = {"$gte": since}
+        queries = (
+            scope_filters(portal_id, Scope())
+            if since is None
+            else [{"portal_id": portal_id, "updated_at": {"$gte": since}}]
+        )
         gone: list[str] = []
         with _translated():
-            async for doc in self._each([query], projection, 5000):
+            async for doc in self._each(queries, projection, 5000):
                 if doc["state"] == HASHED:
                     columns.add(doc)
                 else:
