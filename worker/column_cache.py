@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from schemas.messages import Scope
 from worker.core.columns import joined, same_rows, take
 from worker.core.grouping import Candidates
+from worker.observability import SEARCH_CACHE_BYTES, SEARCH_CACHE_READS
 from worker.store import AssetStore, ColumnChanges, utcnow
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class ColumnCache:
     async def _fresh(self, portal_id: str) -> _Portal:
         began = utcnow()
         portal = self._portals.get(portal_id)
+        SEARCH_CACHE_READS.labels("full" if portal is None else "refresh").inc()
         if portal is None:
             read = await self._store.changed_columns(portal_id, None)
             portal = _Portal.of(read.columns, began)
@@ -199,3 +201,4 @@ class ColumnCache:
                 len(gone.rows),
                 self._budget // (1024 * 1024),
             )
+        SEARCH_CACHE_BYTES.set(self.held_bytes)

@@ -87,6 +87,18 @@ COMMANDS = Counter(
 )
 IN_FLIGHT = Gauge("dupfinder_messages_in_flight", "Messages being handled now", registry=REGISTRY)
 
+SEARCH_CACHE_READS = Counter(
+    "dupfinder_search_cache_reads_total",
+    "Reads of a portal's search columns: full (not cached) or refresh (what changed)",
+    ["kind"],
+    registry=REGISTRY,
+)
+SEARCH_CACHE_BYTES = Gauge(
+    "dupfinder_search_cache_bytes",
+    "Estimated memory of the search columns this process keeps",
+    registry=REGISTRY,
+)
+
 
 class BusyThreads:
     """When each busy thread of a pool started its current task: a thread that never comes

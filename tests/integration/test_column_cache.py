@@ -18,6 +18,7 @@ from tests.images import encode, photo
 from worker.column_cache import ColumnCache
 from worker.core.grouping import Candidates
 from worker.core.hashing import HashedImage, hash_image, provenance
+from worker.observability import REGISTRY
 from worker.store import AssetStore, utcnow
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -45,6 +46,13 @@ async def _portal_of(store: AssetStore, portal: str, count: int) -> None:
     """`count` hashed assets `a1`... of distinct pictures."""
     for n in range(1, count + 1):
         await _save(store, portal, f"a{n}", n)
+
+
+KINDS = ("full", "refresh")
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def _by_id(columns: Candidates) -> dict[str, tuple[Any, ...]]:
@@ -136,6 +144,7 @@ def test_an_unchanged_portal_is_served_from_the_columns_it_holds(mongo_url: str)
     async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
         cache = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=60)
         await _portal_of(theirs, "p", 4)
+        reads = {kind: _metric("dupfinder_search_cache_reads_total", kind=kind) for kind in KINDS}
         first, _ = await _read_both(cache, ours, "p")
 
         # Read again within the lag, every document is read and found as it is held
@@ -144,6 +153,10 @@ def test_an_unchanged_portal_is_served_from_the_columns_it_holds(mongo_url: str)
         assert second.phashes is first.phashes  # the same arrays: nothing was rebuilt
         assert second.prints is not None and first.prints is not None
         assert second.prints.variants is first.prints.variants
+        # One full read, then a refresh; the memory gauge shows what the cache holds
+        for kind, count in (("full", 1), ("refresh", 1)):
+            assert _metric("dupfinder_search_cache_reads_total", kind=kind) == reads[kind] + count
+        assert _metric("dupfinder_search_cache_bytes") == cache.held_bytes > 0
 
     _run(mongo_url, scenario)
 
