@@ -117,6 +117,25 @@ def test_delete_removes_duplicates_and_keeps_a_tombstone(
     assert tomb["phash"] and tomb["uploaded_at"] == T0 + timedelta(days=2)  # metadata kept
 
 
+def test_searches_before_and_after_a_delete_and_an_upload_each_see_the_portal_as_it_is(
+    harness: Harness, portal: str, trio: list[str], images: Path
+) -> None:
+    # Given a search that read the portal's columns (and left them in the worker's cache)
+    assert members(harness, portal, "r1") == ["a1", "a3", "a2"]  # newest copies first
+
+    # When a copy is deleted, then another uploaded
+    harness.send(
+        DeleteDuplicates(command_id="d1", portal_id=portal, original_id="a1", asset_ids=["a3"])
+    )
+    harness.wait_for(portal, "duplicates.deleted")
+    assert members(harness, portal, "r2") == ["a1", "a2"]
+    harness.upload(portal, "a4", images / "p.png", uploaded_at=T0 + timedelta(days=4))
+    harness.wait_for(portal, "asset.hashed", lambda e: e["asset_id"] == "a4")
+
+    # Then each search answers with the portal as it is then
+    assert members(harness, portal, "r3") == ["a1", "a4", "a2"]
+
+
 def test_delete_all_duplicates_leaves_no_set(
     harness: Harness, portal: str, trio: list[str]
 ) -> None:
