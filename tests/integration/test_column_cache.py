@@ -249,3 +249,25 @@ def test_concurrent_searches_of_one_portal_share_one_refresh(mongo_url: str) -> 
         assert np.all(found[3].phashes == found[0].phashes)
 
     _run(mongo_url, scenario)
+
+
+def test_a_whole_portal_is_read_whatever_its_hashes(mongo_url: str) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        # Given assets whose hashes sit at the ends and the middle of the 64-bit range
+        await _save(theirs, "p", "a1", 1)
+        stored = await theirs._assets.find_one({"portal_id": "p", "asset_id": "a1"}, {"_id": 0})
+        assert stored is not None
+        values = [-(2**63), -1, 0, 2**63 - 1]
+        await theirs._assets.insert_many(
+            [{**stored, "asset_id": f"x{n}", "phash_i64": v} for n, v in enumerate(values)]
+        )
+
+        # When the whole portal is read, from the database and through the cache
+        cache = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=60)
+        columns, _ = await _read_both(cache, ours, "p")
+
+        # Then every asset is there once
+        assert sorted(columns.asset_ids) == ["a1", "x0", "x1", "x2", "x3"]
+        assert sorted(columns.phashes.view(np.int64).tolist())[:1] == [-(2**63)]
+
+    _run(mongo_url, scenario)
