@@ -111,12 +111,12 @@ def run(n: int, rounds: int, changed: int) -> None:
                     after.append(search(portal))
                 _times(f"with it: after {changed:,} assets changed", after, uncached)
                 cached_peak = _peak(main.pid)
-    print(
-        f"  peak memory of the worker process: {uncached_peak / 2**20:,.0f} MiB without the cache, "
-        f"{cached_peak / 2**20:,.0f} MiB with it ({(cached_peak - uncached_peak) / n:,.0f} bytes "
-        "an asset more)",
-        flush=True,
-    )
+            print(
+                f"  peak memory of the worker process: {uncached_peak / 2**20:,.0f} MiB without "
+                f"the cache, {cached_peak / 2**20:,.0f} MiB with it "
+                f"({(cached_peak - uncached_peak) / n:,.0f} bytes an asset more)",
+                flush=True,
+            )
 
 
 def _line(label: str, figures: str) -> None:

@@ -133,7 +133,10 @@ class Portal:
         try:
             yield cls(publisher, channel, queue)
         finally:
-            publisher.close()
+            # Left idle through a long run, the publisher's connection may have been closed by
+            # the broker for missed heartbeats: nothing is left to close then.
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                publisher.close()
             connection.close()
 
     def events(self, until: Callable[[str, dict[str, Any]], bool], seconds: float) -> None:
