@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from benchmarks import services
-from benchmarks.loading import seed
+from benchmarks.loading import seed_portal
 from benchmarks.search import corpus, fingerprints
 from schemas.messages import FindDuplicates, KeepSet, MakeOriginal, MarkDistinct, Payload, Sort
 from worker.core import decisions, grouping, matching, pages
@@ -186,13 +186,6 @@ def core(n: int, count: int, rounds: int) -> None:
         print(line)
 
 
-async def _seed(url: str, n: int) -> None:
-    store = AssetStore.connect(url, "dupfinder", timeout_ms=5000)
-    await store.ensure_indexes()
-    await seed(store._assets, PORTAL, n)  # the benchmark seeds the collection directly
-    await store.close()
-
-
 async def _store_decisions(url: str, n: int, count: int) -> float:
     """Store `count` decisions over the seeded assets; the time one full read of them takes."""
     store = AssetStore.connect(url, "dupfinder", timeout_ms=5000)
@@ -242,7 +235,7 @@ class Timer:
 def service(n: int, count: int, rounds: int) -> None:
     with services.database() as (url, _server):
         started = time.perf_counter()
-        asyncio.run(_seed(url, n))
+        asyncio.run(seed_portal(url, PORTAL, n))
         print(f"service: seeded {n:,} assets in {time.perf_counter() - started:.0f} s")
         with services.worker(url, processes=1), services.Portal.open(f"{PORTAL}.#") as portal:
             timer = Timer(portal)

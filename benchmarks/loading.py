@@ -59,6 +59,15 @@ async def seed(assets: Any, portal: str, n: int, have: int = 0) -> None:
         )
 
 
+async def seed_portal(url: str, portal: str, n: int) -> None:
+    """A server's `dupfinder` database with the worker's indexes and `portal`'s N hashed assets
+    (`seed`), as the end-to-end benchmarks' worker finds it."""
+    store = AssetStore.connect(url, "dupfinder", timeout_ms=5000)
+    await store.ensure_indexes()
+    await seed(store._assets, portal, n)  # straight into the collection
+    await store.close()
+
+
 async def measure(url: str, n: int, rounds: int) -> None:
     store = AssetStore.connect(url, "dupfinder_bench", timeout_ms=5000)
     await store.ensure_indexes()

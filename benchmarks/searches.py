@@ -29,19 +29,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks import services
-from benchmarks.loading import seed
+from benchmarks.loading import seed_portal
 from schemas.messages import FindDuplicates
 from schemas.publisher import PortalPublisher
 from worker.store import AssetStore
 
 PORTAL = "bench"
-
-
-async def _seed(url: str, n: int) -> None:
-    store = AssetStore.connect(url, "dupfinder", timeout_ms=5000)
-    await store.ensure_indexes()
-    await seed(store._assets, PORTAL, n)
-    await store.close()
 
 
 async def _change(url: str, ids: list[str]) -> None:
@@ -88,7 +81,7 @@ def run(n: int, rounds: int, changed: int) -> None:
     """Prints each figure as soon as it is measured: a run at a million assets takes an hour."""
     with services.database() as (url, _server):
         started = time.perf_counter()
-        asyncio.run(_seed(url, n))
+        asyncio.run(seed_portal(url, PORTAL, n))
         print(f"{n:,} assets seeded in {time.perf_counter() - started:.0f} s", flush=True)
         print(f"  full-portal verified search of {n:,} assets, publish to last page:")
         with services.Portal.open(f"{PORTAL}.#") as portal:
