@@ -1,13 +1,17 @@
 """Uploads end to end: publish N `asset-uploaded`, wait for N `asset.hashed`.
 
+    python -m benchmarks.e2e [--n 200] [--megapixels 12] [--rounds 2]
+
 Starts its own SecantusDB server (a MongoDB-protocol server, as a separate process) and a
 `dupfinder worker` process, on the local RabbitMQ; the queues are purged first.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,41 +52,61 @@ class Run:
     elapsed: float
     server_cpu: float
     worker_cpu: float
+    broker_cpu: float
 
 
-def end_to_end(n: int, files: list[Path], pure_rate: float) -> float:
-    """Print and return uploads per second through the whole service, with each worker process's
-    upload writes batched (the default) beside the same run with every write sent alone."""
-    runs = [
-        _run(
-            n, files, "each write alone (DUPFINDER_WRITE_BATCH=1)", {"DUPFINDER_WRITE_BATCH": "1"}
-        ),
-        _run(n, files, "writes batched (the default)", {}),
-    ]
+#: The configurations compared, the first the baseline: how uploads were written before (each
+#: first upload marked pending at once, then its result; every write its own request), then
+#: the batched requests alone, then the default (one write a first upload, batched).
+CONFIGURATIONS = [
+    (
+        "pending at once, each write alone",
+        {"DUPFINDER_PENDING_AFTER_S": "0", "DUPFINDER_WRITE_BATCH": "1"},
+    ),
+    ("pending at once, writes batched", {"DUPFINDER_PENDING_AFTER_S": "0"}),
+    ("one write an upload, batched (default)", {}),
+]
+
+
+def end_to_end(n: int, files: list[Path], pure_rate: float, rounds: int = 1) -> float:
+    """Print and return uploads per second through the whole service under the default, beside
+    the earlier ways of writing an upload, each configuration run `rounds` times in turn."""
+    runs: dict[str, list[Run]] = {label: [] for label, _ in CONFIGURATIONS}
+    for _ in range(rounds):
+        for label, env in CONFIGURATIONS:
+            runs[label].append(_run(n, files, label, env))
     cores = os.cpu_count() or 1
     print(
         f"\n== end to end: {n} uploads of {files[0].parent.name} through RabbitMQ and "
-        f"SecantusDB, {cores} worker processes on {cores} cores; pure hashing on the same files "
-        f"and cores: {pure_rate:.1f} images/s, {cores / pure_rate * 1000:.1f} ms of CPU an image"
+        f"SecantusDB, {cores} worker processes on {cores} cores, {rounds} round(s); pure hashing "
+        f"on the same files and cores: {pure_rate:.1f} images/s, "
+        f"{cores / pure_rate * 1000:.1f} ms of CPU an image"
     )
     print(
-        f"{'':<44} {'uploads/s':>9} {'of pure':>8} {'DB CPU/upload':>14} "
-        f"{'worker CPU/upload':>18} {'rest':>6}"
+        f"{'':<40} {'uploads/s':>9} {'of pure':>8} {'DB CPU/upload':>14} "
+        f"{'worker CPU/upload':>18} {'RabbitMQ CPU/upload':>20} {'rest':>6}"
     )
-    for run in runs:
-        rest = cores * run.elapsed - run.server_cpu - run.worker_cpu
-        print(
-            f"{run.label:<44} {run.rate:>9.1f} {run.rate / pure_rate:>8.0%} "
-            f"{run.server_cpu / n * 1000:>11.1f} ms {run.worker_cpu / n * 1000:>15.1f} ms "
-            f"{rest:>5.1f}s"
-        )
-    base, batched = runs
+    for label, _ in CONFIGURATIONS:
+        for run in runs[label]:
+            rest = cores * run.elapsed - run.server_cpu - run.worker_cpu - run.broker_cpu
+            print(
+                f"{run.label:<40} {run.rate:>9.1f} {run.rate / pure_rate:>8.0%} "
+                f"{run.server_cpu / n * 1000:>11.1f} ms {run.worker_cpu / n * 1000:>15.1f} ms "
+                f"{run.broker_cpu / n * 1000:>17.1f} ms {rest:>5.1f}s"
+            )
+    base = runs[CONFIGURATIONS[0][0]]
+    best = runs[CONFIGURATIONS[-1][0]]
+    base_db = statistics.median(r.server_cpu for r in base)
+    best_db = statistics.median(r.server_cpu for r in best)
+    rate = statistics.median(r.rate for r in best)
+    base_rate = statistics.median(r.rate for r in base)
     print(
-        f"batching: {batched.rate / base.rate:.2f}x the uploads/s, database CPU an upload "
-        f"{base.server_cpu / max(batched.server_cpu, 1e-9):.2f}x less ('rest': RabbitMQ, this "
-        "script and idle time over the run)"
+        f"default against the first line (medians): {rate / base_rate:.2f}x "
+        f"the uploads/s, {rate / pure_rate:.0%} of pure hashing; the database's CPU an upload "
+        f"{base_db / max(best_db, 1e-9):.2f}x less ('rest': this script and idle time "
+        "over the run)"
     )
-    return batched.rate
+    return rate
 
 
 def _run(n: int, files: list[Path], label: str, env: dict[str, str]) -> Run:
@@ -101,12 +125,12 @@ def _run(n: int, files: list[Path], label: str, env: dict[str, str]) -> Run:
         publisher.publish(_upload(portal, "warm", files[0]))
         _wait_hashed(channel, results, portal, 1, 120)
         start = time.perf_counter()
-        cpu_before = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
+        cpu_before = _cpu_seconds(server.pid), _cpu_seconds(worker.pid), _broker_cpu()
         for i in range(n):
             publisher.publish(_upload(portal, f"a{i}", files[i % len(files)]))
         _wait_hashed(channel, results, portal, n, 600)
         elapsed = time.perf_counter() - start
-        cpu_after = _cpu_seconds(server.pid), _cpu_seconds(worker.pid)
+        cpu_after = _cpu_seconds(server.pid), _cpu_seconds(worker.pid), _broker_cpu()
         publisher.close()
         connection.close()
     return Run(
@@ -115,7 +139,21 @@ def _run(n: int, files: list[Path], label: str, env: dict[str, str]) -> Run:
         elapsed,
         cpu_after[0] - cpu_before[0],
         cpu_after[1] - cpu_before[1],
+        cpu_after[2] - cpu_before[2],
     )
+
+
+def _broker_cpu() -> float:
+    """CPU time of the local RabbitMQ node(s) so far: every `beam.smp` process's (0 if none is
+    visible, e.g. a broker on another host)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "beam.smp":
+                total += _cpu_seconds(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def _upload(portal: str, asset_id: str, path: Path) -> AssetUploaded:
@@ -140,3 +178,24 @@ def _wait_hashed(channel: object, queue: str, portal: str, count: int, seconds: 
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {seen} of {count} uploads hashed in {seconds} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="uploads a run")
+    parser.add_argument("--megapixels", type=int, default=12, choices=(1, 4, 12))
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each configuration")
+    args = parser.parse_args()
+    from benchmarks.corpus import camera_files
+    from benchmarks.hashing import pool_rate
+    from worker.core import shrink
+
+    shrink.compile_ahead()
+    files = camera_files(args.megapixels, "JPEG")
+    cores = os.cpu_count() or 1
+    pure = max(pool_rate([str(f) for f in files], cores, 3) for _ in range(2))
+    end_to_end(args.n, files, pure, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,7 @@ from pymongo import UpdateOne
 
 from benchmarks import services
 from benchmarks.e2e import _cpu_seconds
-from worker.store import LIVE, AssetStore
+from worker.store import LIVE, UPLOAD_STATE_FIELDS, AssetStore
 
 
 def _document(n: int, prefix: str = "a") -> dict[str, Any]:
@@ -85,6 +85,18 @@ def run(url: str, pid: int | None, n: int) -> None:
             1,
         ),
         ("upsert the hash, alone", lambda i: assets.bulk_write([_hashed(i, "s")]), 1),
+        (
+            "look up a hashed asset, whole",
+            lambda i: assets.find_one({"portal_id": "bench", "asset_id": f"s{i}"}, {"_id": 0}),
+            1,
+        ),
+        (
+            "look up a hashed asset, state",
+            lambda i: assets.find_one(
+                {"portal_id": "bench", "asset_id": f"s{i}"}, UPLOAD_STATE_FIELDS
+            ),
+            1,
+        ),
         (
             "upsert the hash, bulk of 4",
             lambda i: assets.bulk_write([_hashed(4 * i + k, "q") for k in range(4)], ordered=False),

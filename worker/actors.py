@@ -351,11 +351,13 @@ def _read_and_hash(
 
 
 async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
-    """Hash the uploaded image and store it with the asset's metadata; publish `asset.hashed`."""
-    # A first upload is recorded as pending at once; only an asset that exists is looked up.
-    existing = None
-    if not await rt.store.mark_pending(upload):
-        existing = await rt.store.get(upload.portal_id, upload.asset_id)
+    """Hash the uploaded image and store it with the asset's metadata; publish `asset.hashed`.
+
+    A first upload is written once, with its outcome: it is marked `pending` only when its
+    fetch and hash outlast `DUPFINDER_PENDING_AFTER_S`, so the database's cost of an upload is
+    one look-up (a read, far cheaper than a write) and one write.
+    """
+    existing = await rt.store.upload_state(upload.portal_id, upload.asset_id)
     if existing is not None and existing["state"] == DELETED:
         await _refuse_deleted(rt, upload, delivery)
         return
@@ -370,16 +372,19 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
         hosts=rt.settings.source_hosts,
     )
     started = time.perf_counter()
+    hashing = asyncio.get_running_loop().run_in_executor(
+        rt.hash_pool,
+        _read_and_hash,
+        upload.source,
+        limits,
+        rt.settings.max_pixels,
+        known,
+        rt.decode_budget,
+    )
     try:
-        _checksum, image = await asyncio.get_running_loop().run_in_executor(
-            rt.hash_pool,
-            _read_and_hash,
-            upload.source,
-            limits,
-            rt.settings.max_pixels,
-            known,
-            rt.decode_budget,
-        )
+        if existing is None:
+            await _pending_if_slow(upload, rt, hashing)
+        _checksum, image = await hashing
     except (ImageError, SourceError) as e:
         ASSETS_FAILED.labels(e.reason).inc()
         log.warning(
@@ -435,6 +440,25 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
             height=image.height,
         )
     )
+
+
+async def _pending_if_slow(
+    upload: AssetUploaded, rt: Runtime, hashing: asyncio.Future[Any]
+) -> None:
+    """Record a first upload as `pending` once its hashing has run `pending_after_s`.
+
+    `dupfinder status` counts pending assets, so one stuck on a slow source shows there; one
+    hashed in time never needs the mark, which saves most uploads a write.
+    """
+    done, _ = await asyncio.wait({hashing}, timeout=rt.settings.pending_after_s)
+    if done:
+        return
+    try:
+        await rt.store.mark_pending(upload)  # False: a concurrent delivery got there first
+    except BaseException:
+        # The message is retried; the orphaned hash still finishes, and its outcome is dropped.
+        hashing.add_done_callback(lambda f: f.cancelled() or f.exception())
+        raise
 
 
 asset_uploaded = _contract_actor(AssetUploaded, _asset_failed, ("portal_id", "asset_id"))(
@@ -510,12 +534,16 @@ async def find_duplicates(request: FindDuplicates, rt: Runtime, delivery: Delive
 async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> None:
     started = time.perf_counter()
     rule, max_distance = _rule(rt, request.match, request.max_distance)
-    candidates = await rt.columns.candidates(
-        request.portal_id,
-        request.scope,
-        with_titles=request.sort.field == "title",
-        with_prints=rule == "verified",
-    )
+    with_titles = request.sort.field == "title"
+    pairs = near = None
+    if rule == "verified":  # the candidate pairs come with the columns (see ColumnCache)
+        candidates, pairs = await rt.columns.verified(
+            request.portal_id, request.scope, with_titles=with_titles
+        )
+    else:
+        candidates = await rt.columns.candidates(
+            request.portal_id, request.scope, with_titles=with_titles, with_prints=False
+        )
     order = grouping.original_order(
         candidates.pinned_at_us, candidates.pixels, candidates.uploaded_at_us, candidates.asset_ids
     )
@@ -527,10 +555,8 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
         return loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
 
     recorded = await rt.store.decisions(request.portal_id)
-    pairs = near = None
     involved = None
-    if candidates.prints is not None:  # verified: signatures only for the candidates' assets
-        pairs = await off_loop(matching.candidate_pairs, candidates.prints, threads=threads)
+    if pairs is not None:  # verified: signatures only for the candidates' assets
         involved = matching.named_assets(pairs)
     elif recorded:  # phash: the pairs first, so decisions are placed on their assets only
         near = await off_loop(grouping.near_pairs, candidates.phashes, max_distance, threads)

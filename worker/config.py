@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     """Most uploads' writes one worker process sends MongoDB in one request (1 = each alone)."""
     write_window_ms: Annotated[float, Field(ge=0, le=1000)] = 10.0
     """How long a write waits for others to share its request (worker.batching)."""
+    pending_after_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    """A first upload still being fetched or hashed after this long is recorded as `pending`
+    (for `dupfinder status`); one done sooner is written once, hashed or failed. 0 records
+    every first upload as pending at once (a second write each)."""
     mongodb_write_concern: Literal["majority", "1"] = "majority"
     """Write concern of every write: `majority` survives the loss of a replica set's primary
     (a write acknowledged by it alone may be rolled back); `1` for a single server."""

@@ -93,6 +93,12 @@ SEARCH_CACHE_READS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+UPLOAD_WRITES = Counter(
+    "dupfinder_upload_writes_total",
+    "Database writes of uploads' states: pending, hashed or failed",
+    ["state"],
+    registry=REGISTRY,
+)
 SEARCH_CACHE_BYTES = Gauge(
     "dupfinder_search_cache_bytes",
     "Estimated memory of the search columns this process keeps",

@@ -35,6 +35,30 @@ def test_readiness_and_metrics(harness: Harness, portal: str, images: Path) -> N
     assert get("/nope")[0] == 404
 
 
+def _upload_writes() -> dict[str, float]:
+    """`dupfinder_upload_writes_total` by state, from the worker's /metrics."""
+    counts = {"pending": 0.0, "hashed": 0.0, "failed": 0.0}
+    for line in get("/metrics")[1].splitlines():
+        if line.startswith("dupfinder_upload_writes_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split('state="')[1].split('"')[0]] = float(value)
+    return counts
+
+
+def test_a_first_upload_hashed_in_time_is_written_once(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    """No `pending` mark before a quick hash: one write an upload, its outcome."""
+    before = _upload_writes()
+    for n in range(3):
+        harness.upload(portal, f"w{n}", write(images / f"w{n}.png", photo(170 + n)))
+    harness.wait_for(portal, "asset.hashed", count=3)
+    after = _upload_writes()
+    assert after["hashed"] - before["hashed"] == 3
+    assert after["pending"] - before["pending"] == 0
+    assert harness.asset(portal, "w0")["state"] == "hashed"  # type: ignore[index]
+
+
 def test_liveness_fails_while_a_message_is_stuck_and_recovers(
     harness: Harness, portal: str
 ) -> None:
