@@ -19,6 +19,10 @@ Why that stays right:
   search still holding the previous ones is not disturbed.
 - A scope with criteria (ids, tags, text, dates) asks the database which ids it holds, and only
   their ids; the rows come from the cache.
+- The verified matcher's candidate pairs are kept too, once a whole-portal search has found
+  them: every proposal rule looks at two assets' hashes alone, so after a refresh the pairs
+  among the rows it kept stand, and only the rows it added are searched against all
+  (`matching.candidate_pairs_touching`). A scoped search takes its assets' pairs from them.
 
 Memory is a budget: the portals searched least recently are dropped while the cache holds more
 than `budget_bytes` (by estimate), and a portal larger than the whole budget is not kept.
@@ -32,6 +36,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -40,6 +45,13 @@ from numpy.typing import NDArray
 from schemas.messages import Scope
 from worker.core.columns import joined, same_rows, take
 from worker.core.grouping import Candidates
+from worker.core.matching import (
+    Pairs,
+    candidate_pairs,
+    candidate_pairs_touching,
+    merged_pairs,
+    pairs_among,
+)
 from worker.observability import SEARCH_CACHE_BYTES, SEARCH_CACHE_READS
 from worker.store import AssetStore, ColumnChanges, utcnow
 
@@ -78,16 +90,23 @@ class _Portal:
     read_from: datetime
     """When the read that this state includes began, by this process's clock."""
     nbytes: int
+    pairs: Pairs | None = None
+    """The verified matcher's candidate pairs among all rows, once a search found them."""
 
     @classmethod
-    def of(cls, columns: Candidates, read_from: datetime) -> _Portal:
+    def of(cls, columns: Candidates, read_from: datetime, pairs: Pairs | None = None) -> _Portal:
         rows = {asset_id: row for row, asset_id in enumerate(columns.asset_ids)}
-        return cls(columns, rows, read_from, _footprint(columns))
+        extra = 0 if pairs is None else pairs[0].nbytes + pairs[1].nbytes
+        return cls(columns, rows, read_from, _footprint(columns) + extra, pairs)
+
+    def with_pairs(self, pairs: Pairs) -> _Portal:
+        return replace(self, pairs=pairs, nbytes=self.nbytes + pairs[0].nbytes + pairs[1].nbytes)
 
 
-def _refreshed(portal: _Portal, read: ColumnChanges, began: datetime) -> _Portal:
+def _refreshed(portal: _Portal, read: ColumnChanges, began: datetime, threads: int) -> _Portal:
     """`portal` with what `read` found written again: the rows that differ replaced, new ones
-    added, those no longer hashed dropped; as read from `began` on."""
+    added, those no longer hashed dropped; as read from `began` on. Its candidate pairs, when
+    it has them, are those among the kept rows plus those the new rows take part in."""
     ids = read.columns.asset_ids
     known = np.array([n for n, i in enumerate(ids) if i in portal.rows], dtype=np.intp)
     held = np.array([portal.rows[ids[n]] for n in known.tolist()], dtype=np.intp)
@@ -100,15 +119,31 @@ def _refreshed(portal: _Portal, read: ColumnChanges, began: datetime) -> _Portal
         return replace(portal, read_from=began)
     keep = np.ones(len(portal.columns.asset_ids), dtype=bool)
     keep[list(dropped)] = False
-    columns = joined(
-        take(portal.columns, np.flatnonzero(keep)), take(read.columns, np.flatnonzero(fresh))
-    )
+    kept = np.flatnonzero(keep)
+    columns = joined(take(portal.columns, kept), take(read.columns, np.flatnonzero(fresh)))
+    pairs = None
+    if portal.pairs is not None and columns.prints is not None:
+        added = np.arange(len(kept), len(columns.asset_ids), dtype=np.intp)
+        pairs = merged_pairs(
+            pairs_among(portal.pairs, kept, len(keep)),
+            candidate_pairs_touching(columns.prints, added, threads=threads),
+            len(columns.asset_ids),
+        )
     log.info(
         "refreshed cached columns: %d rows written or added, %d dropped",
         int(fresh.sum()),
         len(dropped),
     )
-    return _Portal.of(columns, began)
+    return _Portal.of(columns, began, pairs)
+
+
+def _shaped(columns: Candidates, *, with_titles: bool, with_prints: bool) -> Candidates:
+    """`columns` with titles and fingerprints only where asked for."""
+    return replace(
+        columns,
+        titles=columns.titles if with_titles else [],
+        prints=columns.prints if with_prints else None,
+    )
 
 
 def _is_whole_portal(scope: Scope) -> bool:
@@ -125,10 +160,13 @@ def _is_whole_portal(scope: Scope) -> bool:
 class ColumnCache:
     """The search columns of the portals this process searched last, within a memory budget."""
 
-    def __init__(self, store: AssetStore, *, budget_bytes: int, lag_s: float) -> None:
+    def __init__(
+        self, store: AssetStore, *, budget_bytes: int, lag_s: float, threads: int = 1
+    ) -> None:
         self._store = store
         self._budget = budget_bytes
         self._lag = timedelta(seconds=lag_s)
+        self._threads = threads
         self._portals: OrderedDict[str, _Portal] = OrderedDict()
         # One refresh of a portal at a time; another portal's never waits for it.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -156,21 +194,61 @@ class ColumnCache:
                 with_prints=with_prints,
                 with_signatures=False,
             )
+        async with self._lock(portal_id):
+            portal = await self._fresh(portal_id)
+        columns, _rows = await self._in_scope(portal_id, portal, scope)
+        return _shaped(columns, with_titles=with_titles, with_prints=with_prints)
+
+    async def verified(
+        self, portal_id: str, scope: Scope, *, with_titles: bool
+    ) -> tuple[Candidates, Pairs]:
+        """`candidates` with the verified matcher's hashes, and the candidate pairs among them
+        (`matching.candidate_pairs`).
+
+        A whole-portal search finds every asset's pairs once, and the cache keeps them (at a
+        million assets that search is most of a repeated search's time); later searches of the
+        portal take them as refreshed, and a scoped one takes its assets' pairs from them.
+        """
+        loop = asyncio.get_running_loop()
+        search = partial(candidate_pairs, threads=self._threads)
+        if self._budget <= 0:
+            columns = await self.candidates(
+                portal_id, scope, with_titles=with_titles, with_prints=True
+            )
+            assert columns.prints is not None
+            return columns, await loop.run_in_executor(None, search, columns.prints)
+        whole = _is_whole_portal(scope)
+        async with self._lock(portal_id):
+            portal = await self._fresh(portal_id)
+            if portal.pairs is None and whole and portal.columns.prints is not None:
+                pairs = await loop.run_in_executor(None, search, portal.columns.prints)
+                portal = portal.with_pairs(pairs)
+                self._keep(portal_id, portal)
+        columns, rows = await self._in_scope(portal_id, portal, scope)
+        columns = _shaped(columns, with_titles=with_titles, with_prints=True)
+        assert columns.prints is not None
+        if rows is None and portal.pairs is not None:
+            return columns, portal.pairs
+        if rows is not None and portal.pairs is not None:
+            return columns, pairs_among(portal.pairs, rows, len(portal.rows))
+        return columns, await loop.run_in_executor(None, search, columns.prints)
+
+    def _lock(self, portal_id: str) -> asyncio.Lock:
+        """The portal's lock: one refresh of a portal at a time; another portal's never waits."""
         lock = self._locks.get(portal_id)
         if lock is None:
             lock = self._locks[portal_id] = asyncio.Lock()
-        async with lock:
-            portal = await self._fresh(portal_id)
-        columns = portal.columns
-        if not _is_whole_portal(scope):
-            ids = await self._store.scope_ids(portal_id, scope)
-            rows = sorted({portal.rows[i] for i in ids if i in portal.rows})
-            columns = take(columns, np.array(rows, dtype=np.intp))
-        return replace(
-            columns,
-            titles=columns.titles if with_titles else [],
-            prints=columns.prints if with_prints else None,
-        )
+        return lock
+
+    async def _in_scope(
+        self, portal_id: str, portal: _Portal, scope: Scope
+    ) -> tuple[Candidates, NDArray[np.intp] | None]:
+        """The cached rows `scope` holds, and their positions (None: every row)."""
+        if _is_whole_portal(scope):
+            return portal.columns, None
+        ids = await self._store.scope_ids(portal_id, scope)
+        rows = np.array(sorted({portal.rows[i] for i in ids if i in portal.rows}), dtype=np.intp)
+        return take(portal.columns, rows), rows
 
     async def _fresh(self, portal_id: str) -> _Portal:
         began = utcnow()
@@ -184,7 +262,9 @@ class ColumnCache:
             read = await self._store.changed_columns(portal_id, portal.read_from - self._lag)
             # Rebuilding a million rows takes a few tenths of a second: off the event loop.
             loop = asyncio.get_running_loop()
-            portal = await loop.run_in_executor(None, _refreshed, portal, read, began)
+            portal = await loop.run_in_executor(
+                None, _refreshed, portal, read, began, self._threads
+            )
         self._keep(portal_id, portal)
         return portal
 

@@ -95,6 +95,7 @@ class Resources(Middleware):
                 store,
                 budget_bytes=settings.search_cache_mb * MiB,
                 lag_s=settings.search_cache_lag_s,
+                threads=settings.search_threads,
             ),
         )
 

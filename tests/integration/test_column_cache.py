@@ -15,7 +15,9 @@ import pytest
 
 from schemas.messages import AssetUploaded, Scope
 from tests.images import encode, photo
+from worker import column_cache
 from worker.column_cache import ColumnCache
+from worker.core import matching
 from worker.core.grouping import Candidates
 from worker.core.hashing import HashedImage, hash_image, provenance
 from worker.observability import REGISTRY
@@ -269,5 +271,79 @@ def test_a_whole_portal_is_read_whatever_its_hashes(mongo_url: str) -> None:
         # Then every asset is there once
         assert sorted(columns.asset_ids) == ["a1", "x0", "x1", "x2", "x3"]
         assert sorted(columns.phashes.view(np.int64).tolist())[:1] == [-(2**63)]
+
+    _run(mongo_url, scenario)
+
+
+async def _save_jpeg(store: AssetStore, portal: str, asset_id: str, seed: int) -> None:
+    """A JPEG of picture `seed`: other bytes, nearly the same hashes."""
+    image = hash_image(encode(photo(seed, (96, 72)), "JPEG", quality=80), max_pixels=10**7)
+    await store.save_hashed(_upload(portal, asset_id), image, provenance(), T0)
+
+
+def _pair_ids(columns: Candidates, pairs: tuple[np.ndarray, np.ndarray]) -> set[tuple[str, ...]]:
+    ids = columns.asset_ids
+    return {
+        tuple(sorted((ids[a], ids[b])))
+        for a, b in zip(pairs[0].tolist(), pairs[1].tolist(), strict=True)
+    }
+
+
+async def _pairs_both(
+    cache: ColumnCache, store: AssetStore, portal: str, scope: Scope | None = None
+) -> set[tuple[str, ...]]:
+    """The cache's candidate pairs, checked equal to a full search over what the database holds
+    now."""
+    scope = scope or Scope()
+    cached, pairs = await cache.verified(portal, scope, with_titles=False)
+    fresh = await store.candidates(
+        portal, scope, with_titles=False, with_prints=True, with_signatures=False
+    )
+    assert fresh.prints is not None
+    expected = _pair_ids(fresh, matching.candidate_pairs(fresh.prints))
+    assert _pair_ids(cached, pairs) == expected
+    return expected
+
+
+def test_candidate_pairs_kept_with_the_columns_follow_every_write(
+    mongo_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searches: list[int] = []
+    full_search = column_cache.candidate_pairs
+
+    def counted(prints: Any, **kwargs: Any) -> Any:
+        searches.append(len(prints.phashes))
+        return full_search(prints, **kwargs)
+
+    monkeypatch.setattr(column_cache, "candidate_pairs", counted)
+
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        # Given a portal of pictures with copies: the same bytes twice, and JPEGs of two
+        cache = ColumnCache(ours, budget_bytes=64 * 2**20, lag_s=60, threads=2)
+        for n in range(1, 9):
+            await _save(theirs, "p", f"a{n}", n)
+        await _save(theirs, "p", "c1", 1)
+        await _save_jpeg(theirs, "p", "j2", 2)
+        await _save_jpeg(theirs, "p", "j3", 3)
+        before = await _pairs_both(cache, ours, "p")
+        assert {("a1", "c1"), ("a2", "j2"), ("a3", "j3")} <= before
+
+        # When another process deletes one of a pair, rehashes an asset from another's bytes,
+        # adds a copy, pins an asset of a pair and fails another
+        await theirs.tombstone("p", "c1", via="test")
+        await _save(theirs, "p", "a5", 4)
+        await _save_jpeg(theirs, "p", "j6", 6)
+        await theirs.pin("p", "a2", utcnow(), "c1")
+        await theirs.mark_failed(_upload("p", "j3"), "unreadable", "test")
+        after = await _pairs_both(cache, ours, "p")
+
+        # Then the pairs the cache keeps are those a full search finds now
+        assert {("a2", "j2"), ("a4", "a5"), ("a6", "j6")} <= after
+        assert not any("c1" in pair or "j3" in pair for pair in after)
+        # and a scoped search takes its assets' pairs from them
+        scoped = await _pairs_both(cache, ours, "p", Scope(asset_ids=["a2", "j2", "a6"]))
+        assert scoped == {("a2", "j2")}
+        # The portal was searched whole once; the refresh searched only what changed
+        assert searches == [11]
 
     _run(mongo_url, scenario)

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from worker.core.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS, trim_matrix
 from worker.core.hashing import HashedImage
-from worker.core.neighbours import cross_pairs, pairs_within
+from worker.core.neighbours import cross_pairs, pairs_between, pairs_within
 
 #: Candidates: pHashes within this many bits (re-encodes, resizes, tone changes: 0-2 measured on
 #: the quality set). 4 keeps it to one flipped bit per index chunk, a tenth of the probes of 6;
@@ -206,8 +206,8 @@ def candidate_pairs(prints: Fingerprints, *, threads: int = 1) -> Pairs:
         second_parts.append(j)
     for queries, radius in ((prints.variants, TURN_RADIUS), (prints.crops, CROP_RADIUS)):
         i, j, _ = cross_pairs(queries, prints.phashes, radius, threads=threads)
-        first_parts.append(np.minimum(i, j))
-        second_parts.append(np.maximum(i, j))
+        first_parts.append(i)
+        second_parts.append(j)
     i, j = _equal_pairs(prints.content, skip=0)
     first_parts.append(i)
     second_parts.append(j)
@@ -215,9 +215,74 @@ def candidate_pairs(prints: Fingerprints, *, threads: int = 1) -> Pairs:
     i, j = _equal_pairs(pixel_keys, skip=0)
     first_parts.append(i)
     second_parts.append(j)
-    codes = np.unique(
-        np.concatenate(first_parts).astype(np.int64) * n + np.concatenate(second_parts)
-    )
+    return _unique_pairs(first_parts, second_parts, n)
+
+
+def candidate_pairs_touching(
+    prints: Fingerprints, rows: NDArray[np.intp], *, threads: int = 1
+) -> Pairs:
+    """The pairs of `candidate_pairs(prints)` with at least one asset among `rows`.
+
+    Every proposal rule is a test on two assets' hashes alone, so when a few assets change,
+    the pairs among the others stand and only these need finding: each search indexes the
+    hashes of `rows` (few) and probes them with every asset's, where `candidate_pairs` indexes
+    them all. The tests hold the two equal against brute force.
+    """
+    rows = np.unique(np.asarray(rows, dtype=np.intp))
+    if rows.size == 0 or len(prints.phashes) < 2:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    first_parts, second_parts = [], []
+
+    def add(every: NDArray[np.intp], changed: NDArray[np.intp]) -> None:
+        first_parts.append(every)
+        second_parts.append(rows[changed])
+
+    for hashes, radius in ((prints.phashes, NEAR_RADIUS), (prints.centres, CENTRE_RADIUS)):
+        every, changed, _ = pairs_between(hashes, hashes[rows], radius, threads=threads)
+        add(every, changed)
+    for several, radius in ((prints.variants, TURN_RADIUS), (prints.crops, CROP_RADIUS)):
+        # A changed asset's variants against every pHash, and every asset's against its pHash.
+        every, changed, _ = pairs_between(prints.phashes, several[rows], radius, threads=threads)
+        add(every, changed)
+        columns = several.shape[1]
+        flat = np.ascontiguousarray(several).reshape(-1)
+        entry, changed, _ = pairs_between(flat, prints.phashes[rows], radius, threads=threads)
+        add(entry // columns, changed)
+    pixel_keys = np.where(prints.low_detail, prints.pixels, 0)
+    for keys in (prints.content, pixel_keys):
+        wanted = keys[rows]
+        sharing = np.flatnonzero(np.isin(keys, wanted[wanted != 0]))
+        i, j = _equal_pairs(keys[sharing], skip=0)
+        first_parts.append(sharing[i])
+        second_parts.append(sharing[j])
+    first, second = _unique_pairs(first_parts, second_parts, len(prints.phashes))
+    touching = np.zeros(len(prints.phashes), dtype=bool)
+    touching[rows] = True
+    keep = touching[first] | touching[second]
+    return first[keep], second[keep]
+
+
+def pairs_among(pairs: Pairs, rows: NDArray[np.intp], n: int) -> Pairs:
+    """The pairs with both assets among `rows` (ascending positions out of `n`), renumbered as
+    positions in `rows`: the candidate pairs of a scope, or of the assets a change kept, from
+    those of the whole portal (each rule looks at the two assets alone)."""
+    position = np.full(n, -1, dtype=np.intp)
+    position[rows] = np.arange(len(rows))
+    first, second = position[pairs[0]], position[pairs[1]]
+    keep = (first >= 0) & (second >= 0)
+    return first[keep], second[keep]
+
+
+def merged_pairs(first: Pairs, second: Pairs, n: int) -> Pairs:
+    """The pairs of both, each once, sorted as `candidate_pairs` returns them."""
+    return _unique_pairs([first[0], second[0]], [first[1], second[1]], n)
+
+
+def _unique_pairs(firsts: list[NDArray[np.intp]], seconds: list[NDArray[np.intp]], n: int) -> Pairs:
+    """The pairs of the parts, each once as (smaller, larger), sorted; none of an asset with
+    itself."""
+    a, b = np.concatenate(firsts).astype(np.int64), np.concatenate(seconds).astype(np.int64)
+    codes = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
     first, second = np.divmod(codes, n)
     keep = first != second
     return first[keep].astype(np.intp), second[keep].astype(np.intp)
