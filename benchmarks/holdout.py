@@ -128,6 +128,13 @@ def _tone(image: Image.Image) -> Image.Image:
     return ImageEnhance.Contrast(brighter).enhance(0.8)
 
 
+def _logo_edit(corner: str, logo: Image.Image) -> Edit:
+    def edit(photo: Image.Image) -> bytes:
+        return _jpeg(evaluation._watermarked(photo, corner, 0.20, logo))
+
+    return edit
+
+
 def _edits(logo: Image.Image) -> list[tuple[str, float, list[tuple[str, Edit]]]]:
     turn = Image.Transpose
     return [
@@ -168,10 +175,7 @@ def _edits(logo: Image.Image) -> list[tuple[str, float, list[tuple[str, Edit]]]]
             "20 %-wide logo in a corner",
             0.95,
             [
-                (
-                    f"logo {corner}",
-                    lambda p, c=corner: _jpeg(evaluation._watermarked(p, c, 0.20, logo)),
-                )
+                (f"logo {corner}", _logo_edit(corner, logo))
                 for corner in ("bottom-right", "top-left")
             ],
         ),

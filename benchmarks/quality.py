@@ -60,7 +60,7 @@ def original_order(hashed: list[HashedImage]) -> np.ndarray:
     n = len(hashed)
     return grouping.original_order(
         np.zeros(n, dtype=np.int64),
-        np.array([h.width * h.height for h in hashed], dtype=np.int64),
+        np.array([h.pixels for h in hashed], dtype=np.int64),
         np.arange(n, dtype=np.int64),  # uploaded in the order of the set: originals first
         [f"{i:06d}" for i in range(n)],
     )

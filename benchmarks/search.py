@@ -86,6 +86,7 @@ def fingerprints(hashes: NDArray[np.uint64], seed: int) -> tuple[Fingerprints, i
     hashes = hashes.copy()
     hashes[mirrored] = variants[originals[::10], 0]
     prints = Fingerprints(
+        contents=np.zeros(n, dtype=np.uint64),  # no asset in a uniform border
         phashes=hashes,
         variants=variants,
         centres=centres,

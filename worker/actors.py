@@ -420,6 +420,7 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
             sha256=existing["sha256"],
             size_bytes=existing["size_bytes"],
             decoder=existing["hash_provenance"]["decoder"],
+            picture=existing.get("pixels"),
         )
         stored = await rt.store.save_hashed(
             upload, image, existing["hash_provenance"], existing["hashed_at"]
@@ -571,9 +572,12 @@ async def _search(request: FindDuplicates, rt: Runtime, delivery: Delivery) -> N
         named = matching.named_assets(pairs)
         ids = [candidates.asset_ids[i] for i in named.tolist()]
         stored = await rt.store.signatures(request.portal_id, ids)
+        read = [stored.get(i, (None, None)) for i in ids]
         candidates = dataclasses.replace(
             candidates,
-            prints=matching.with_signatures(candidates.prints, named, [stored.get(i) for i in ids]),
+            prints=matching.with_signatures(
+                candidates.prints, named, [r[0] for r in read], [r[1] for r in read]
+            ),
         )
     found = await off_loop(
         grouping.find_sets,

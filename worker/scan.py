@@ -125,7 +125,7 @@ def _group(
     candidates = grouping.Candidates(
         asset_ids=ids,
         phashes=np.array([int(h.phash, 16) for _, h in hashed], dtype=np.uint64),
-        pixels=np.array([h.width * h.height for _, h in hashed], dtype=np.int64),
+        pixels=np.array([h.pixels for _, h in hashed], dtype=np.int64),
         uploaded_at_us=np.array([int(m.timestamp() * 1_000_000) for m in mtimes], dtype=np.int64),
         pinned_at_us=np.zeros(len(ids), dtype=np.int64),
         titles=[Path(p).name for p in ids],

@@ -62,7 +62,7 @@ from worker.core.errors import StoreUnavailable
 from worker.core.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS
 from worker.core.grouping import Candidates
 from worker.core.hashing import HashedImage, phash_to_signed
-from worker.core.matching import Fingerprints, checksum_column
+from worker.core.matching import Fingerprints, checksum_column, content_matrix, content_rows
 from worker.observability import UPLOAD_WRITES
 
 P = ParamSpec("P")
@@ -87,6 +87,7 @@ UPLOAD_STATE_FIELDS = {
     "height": 1,
     "format": 1,
     "size_bytes": 1,
+    "pixels": 1,
 }
 
 #: Most decisions, and most asset ids, one digest chunk holds: rewriting one (after a
@@ -213,6 +214,14 @@ def _fingerprint_fields(image: HashedImage) -> dict[str, Any]:
         "detail": prints.detail,
         "low_detail": prints.low_detail,
         "pixels_sha256": image.pixels_sha256,
+        **(
+            {}
+            if prints.content_phash is None
+            else {
+                "content_i64": phash_to_signed(prints.content_phash),
+                "content_signature": prints.content_signature,
+            }
+        ),
     }
 
 
@@ -229,7 +238,15 @@ class _PrintColumns:
     low-detail, so it matches only by identical bytes until `dupfinder rehash` refreshes it.
     """
 
-    FIELDS = ("variants", "centre_i64", "crops", "low_detail", "sha256", "pixels_sha256")
+    FIELDS = (
+        "variants",
+        "centre_i64",
+        "crops",
+        "low_detail",
+        "sha256",
+        "pixels_sha256",
+        "content_i64",
+    )
     _NO_SIGNATURE = bytes(SIGNATURE_SIDE * SIGNATURE_SIDE)
 
     def __init__(self, with_signatures: bool) -> None:
@@ -241,6 +258,8 @@ class _PrintColumns:
         self.low_detail: list[bool] = []
         self.content: list[str | None] = []
         self.pixels: list[str | None] = []
+        self.contents: list[int] = []
+        self.content_signatures: list[bytes | None] = []
         self.missing = 0
 
     def add(self, doc: dict[str, Any]) -> None:
@@ -257,6 +276,8 @@ class _PrintColumns:
             self.low_detail.append(doc["low_detail"])
         if self.with_signatures:
             self.signatures += doc.get("signature") or self._NO_SIGNATURE
+            self.content_signatures.append(doc.get("content_signature"))
+        self.contents.append(doc.get("content_i64") or 0)
         self.content.append(doc.get("sha256"))
         self.pixels.append(doc.get("pixels_sha256"))
 
@@ -278,9 +299,12 @@ class _PrintColumns:
             low_detail=np.array(self.low_detail, dtype=bool),
             content=checksum_column(self.content),
             pixels=checksum_column(self.pixels),
+            contents=np.array(self.contents, dtype=np.int64).view(np.uint64),
             signature_rows=None
             if self.with_signatures
             else np.full(len(self.centres), -1, dtype=np.intp),
+            content_signatures=content_matrix(self.content_signatures),
+            content_rows=content_rows(self.content_signatures) if self.with_signatures else None,
         )
 
 
@@ -315,7 +339,7 @@ class _Columns:
         if self.prints is not None:
             fields.extend(_PrintColumns.FIELDS)
             if self.prints.with_signatures:
-                fields.append("signature")
+                fields += ["signature", "content_signature"]
         return {"_id": 0, **dict.fromkeys(fields, 1)}
 
     def add(self, doc: dict[str, Any]) -> None:
@@ -513,7 +537,7 @@ class AssetStore:
             "phash_i64": phash_to_signed(image.phash),
             "width": image.width,
             "height": image.height,
-            "pixels": image.width * image.height,
+            "pixels": image.pixels,
             "format": image.format,
             "sha256": image.sha256,
             "size_bytes": image.size_bytes,
@@ -695,14 +719,17 @@ class AssetStore:
         ]
 
     @_store_errors
-    async def signatures(self, portal_id: str, asset_ids: Sequence[str]) -> dict[str, bytes]:
-        """The stored signatures of the given live assets, by asset id (none for an asset
-        deleted or hashed before fingerprints existed)."""
-        found: dict[str, bytes] = {}
-        projection = {"_id": 0, "asset_id": 1, "signature": 1}
+    async def signatures(
+        self, portal_id: str, asset_ids: Sequence[str]
+    ) -> dict[str, tuple[bytes, bytes | None]]:
+        """The stored signatures of the given live assets, with their content signatures
+        (`Fingerprint.content_signature`, or None), by asset id (none for an asset deleted or
+        hashed before fingerprints existed)."""
+        found: dict[str, tuple[bytes, bytes | None]] = {}
+        projection = {"_id": 0, "asset_id": 1, "signature": 1, "content_signature": 1}
         async for doc in self._by_ids(portal_id, asset_ids, projection, state=HASHED):
             if doc.get("signature") is not None:
-                found[doc["asset_id"]] = doc["signature"]
+                found[doc["asset_id"]] = (doc["signature"], doc.get("content_signature"))
         return found
 
     def _by_ids(

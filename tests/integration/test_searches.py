@@ -285,6 +285,42 @@ def test_verified_sets_name_how_each_copy_matches(
     assert {a["asset_id"] for a in exact_set["assets"]} == {"base", "bytes", "jpeg"}
 
 
+def test_a_framed_copy_joins_its_original_which_stays_the_original(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    # Given a picture, the same picture in a white frame (more pixels, uploaded first), and a
+    # mirror of the picture
+    base = photo(72, size=(640, 480))
+    framed = Image.new("RGB", (704, 528), (255, 255, 255))
+    framed.paste(base, (32, 24))
+    upload_all(
+        harness,
+        portal,
+        [
+            ("framed", write(images / "f.jpg", framed, "JPEG", quality=90), {"uploaded_at": T0}),
+            ("base", write(images / "b.png", base), {"uploaded_at": T0 + DAY}),
+            (
+                "mirror",
+                write(images / "m.png", base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+                {"uploaded_at": T0 + DAY},
+            ),
+        ],
+    )
+    stored = harness.asset(portal, "framed")
+    assert stored is not None and stored["content_i64"] != stored["phash_i64"]
+    assert stored["pixels"] < 704 * 528  # the frame is not picture
+
+    (verified,) = ask(harness, portal, "v")
+
+    # Then one set: the picture leads it (the frame adds pixels, not picture), and both copies
+    # are confirmed against it
+    (dup_set,) = verified["sets"]
+    kinds = {a["asset_id"]: a["match"] for a in dup_set["assets"]}
+    assert kinds == {"base": "original", "framed": "near", "mirror": "mirrored"}
+    framed_copy = next(a for a in dup_set["assets"] if a["asset_id"] == "framed")
+    assert (framed_copy["width"], framed_copy["height"]) == (704, 528)  # as uploaded
+
+
 def test_the_same_bytes_are_identical_under_the_phash_rule_too(
     harness: Harness, portal: str, images: Path
 ) -> None:

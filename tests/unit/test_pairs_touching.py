@@ -8,6 +8,7 @@ import pytest
 
 from worker.core.matching import (
     CENTRE_RADIUS,
+    CONTENT_RADIUS,
     CROP_RADIUS,
     NEAR_RADIUS,
     TURN_RADIUS,
@@ -25,20 +26,22 @@ def _near(rng: np.random.Generator, value: np.uint64, bits: int) -> np.uint64:
 
 def related_prints(n: int, seed: int) -> Fingerprints:
     """Random fingerprints where every proposal rule links some assets, at and around its
-    radius: near pHashes and centres, a variant or a crop hash near another asset's pHash,
-    the same bytes, the same pixels of low-detail assets."""
+    radius: near pHashes and centres, a variant or a crop hash near another asset's pHash, the
+    same bytes, the same pixels of low-detail assets, the content hash of a framed asset (one
+    in five) near another's pHash or content hash."""
     rng = np.random.default_rng(seed)
 
     def random(*shape: int) -> np.ndarray:
         return rng.integers(0, 2**64 - 1, shape, dtype=np.uint64, endpoint=True)
 
     phashes, centres, variants, crops = random(n), random(n), random(n, 4), random(n, 9)
+    contents = np.where(rng.random(n) < 0.2, random(n), 0).astype(np.uint64)
     content = rng.integers(1, 2**62, n, dtype=np.int64)
     pixels = np.zeros(n, dtype=np.int64)
     low_detail = np.zeros(n, dtype=bool)
     partner = rng.permutation(n)
     for k, (a, b) in enumerate(zip(range(0, n, 3), partner[::3].tolist(), strict=False)):
-        rule = k % 6
+        rule = k % 8
         if rule == 0:
             phashes[b] = _near(rng, phashes[a], k % (NEAR_RADIUS + 2))
         elif rule == 1:
@@ -49,9 +52,14 @@ def related_prints(n: int, seed: int) -> Fingerprints:
             crops[a, k % 9] = _near(rng, phashes[b], k % (CROP_RADIUS + 2))
         elif rule == 4:
             content[b] = content[a]
-        else:
+        elif rule == 5:
             low_detail[[a, b]] = k % 4 != 0  # sometimes only the keys agree
             pixels[[a, b]] = k
+        elif rule == 6:  # a framed asset's picture near another's pHash
+            contents[a] = _near(rng, phashes[b], k % (CONTENT_RADIUS + 2))
+        else:  # two framed assets' pictures near each other
+            contents[a] = random(1)[0]
+            contents[b] = _near(rng, contents[a], k % (CONTENT_RADIUS + 2))
     return Fingerprints(
         phashes=phashes,
         variants=variants,
@@ -61,6 +69,7 @@ def related_prints(n: int, seed: int) -> Fingerprints:
         low_detail=low_detail,
         content=content,
         pixels=pixels,
+        contents=contents,
         signature_rows=np.full(n, -1, dtype=np.intp),
     )
 

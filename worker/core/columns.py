@@ -49,6 +49,7 @@ def same_rows(first: Candidates, second: Candidates) -> NDArray[np.bool_]:
         same &= (one.variants == two.variants).all(axis=1) & (one.crops == two.crops).all(axis=1)
         same &= (one.centres == two.centres) & (one.low_detail == two.low_detail)
         same &= (one.content == two.content) & (one.pixels == two.pixels)
+        same &= one.contents == two.contents
     return same
 
 
@@ -77,6 +78,12 @@ def _signature_rows(prints: Fingerprints) -> NDArray[np.intp]:
     return prints.signature_rows
 
 
+def _content_rows(prints: Fingerprints) -> NDArray[np.intp]:
+    if prints.content_rows is None:
+        return np.full(len(prints.phashes), -1, dtype=np.intp)
+    return prints.content_rows
+
+
 def _take_prints(prints: Fingerprints, rows: NDArray[np.intp]) -> Fingerprints:
     return Fingerprints(
         phashes=prints.phashes[rows],
@@ -87,7 +94,10 @@ def _take_prints(prints: Fingerprints, rows: NDArray[np.intp]) -> Fingerprints:
         low_detail=prints.low_detail[rows],
         content=prints.content[rows],
         pixels=prints.pixels[rows],
+        contents=prints.contents[rows],
         signature_rows=_signature_rows(prints)[rows],
+        content_signatures=prints.content_signatures,
+        content_rows=_content_rows(prints)[rows],
     )
 
 
@@ -95,6 +105,8 @@ def _join_prints(first: Fingerprints, second: Fingerprints) -> Fingerprints:
     # The second's signatures follow the first's; -1 (not loaded) stays -1.
     shifted = _signature_rows(second)
     shifted = np.where(shifted < 0, shifted, shifted + len(first.signatures))
+    framed = _content_rows(second)
+    framed = np.where(framed < 0, framed, framed + len(first.content_signatures))
     return Fingerprints(
         phashes=np.concatenate([first.phashes, second.phashes]),
         variants=np.concatenate([first.variants, second.variants]),
@@ -104,5 +116,8 @@ def _join_prints(first: Fingerprints, second: Fingerprints) -> Fingerprints:
         low_detail=np.concatenate([first.low_detail, second.low_detail]),
         content=np.concatenate([first.content, second.content]),
         pixels=np.concatenate([first.pixels, second.pixels]),
+        contents=np.concatenate([first.contents, second.contents]),
         signature_rows=np.concatenate([_signature_rows(first), shifted]),
+        content_signatures=np.concatenate([first.content_signatures, second.content_signatures]),
+        content_rows=np.concatenate([_content_rows(first), framed]),
     )

@@ -20,6 +20,12 @@ the upload path a few hundred microseconds and no second decode:
 - `detail`: how much the picture varies once a smooth ramp is taken out (grey levels). Flat,
   near-black and gradient frames have almost none; their hashes are noise, so they are matched
   only when identical.
+- `content_phash`, `content_signature`: the pHash and the 32 x 32 of the picture inside a
+  uniform border (`borders`: a frame, a passe-partout, letterboxing), for images that have one.
+  A framed copy's picture is its original whole. Kept beside the whole image's fields, not
+  instead of them: a picture's own flat edge (sky, the black around a telescope's disc) is
+  peeled too, and where it fades out the box moves with every re-encoding, so the whole image
+  stays the steadier description of everything that has no frame added.
 """
 
 from __future__ import annotations
@@ -82,14 +88,20 @@ class Fingerprint:
     round)."""
     signature: bytes
     detail: float
+    content_phash: str | None = None
+    """pHash of the picture inside a uniform border; None when the image has no border (or
+    the picture too little detail to trust its hash)."""
+    content_signature: bytes | None = None
+    """The 32 x 32 of the picture inside the border, as `signature` is of the whole."""
 
     @property
     def low_detail(self) -> bool:
         return self.detail < LOW_DETAIL_BELOW
 
 
-def fingerprint(small: NDArray[np.uint8]) -> Fingerprint:
-    """The fingerprint of a 32 x 32 greyscale image (pHash's input, as `hashing` makes it)."""
+def fingerprint(small: NDArray[np.uint8], content: NDArray[np.uint8] | None = None) -> Fingerprint:
+    """The fingerprint of a 32 x 32 greyscale image (pHash's input, as `hashing` makes it), and
+    given the 32 x 32 of the picture inside its uniform border, that picture's hash too."""
     pixels = small.astype(np.float64)
     low = _dct(pixels)[:8, :8]
     turns = np.stack(
@@ -101,15 +113,24 @@ def fingerprint(small: NDArray[np.uint8]) -> Fingerprint:
             low.T * _ODD_COLUMNS,
         )
     )
-    blocks = np.concatenate((turns, _trimmed_lows(pixels)))  # then the centre and the crops
-    texts = _hex_hashes(blocks)
+    blocks = [turns, _trimmed_lows(pixels)]  # then the centre and the crops
+    detail = detail_of(pixels)
+    # A flat picture in a frame has a hash of noise: it is described whole, frame and all.
+    inside = content.astype(np.float64) if content is not None else None
+    framed = inside is not None and min(detail, detail_of(inside)) >= LOW_DETAIL_BELOW
+    if framed:
+        assert content is not None and inside is not None
+        blocks.append(_dct(inside)[None, :8, :8])
+    texts = _hex_hashes(np.concatenate(blocks))
     return Fingerprint(
         phash=texts[0],
         variants=(texts[1], texts[2], texts[3], texts[4]),
         centre=texts[5],
-        crops=tuple(texts[6:]),
+        crops=tuple(texts[6:15]),
         signature=small.tobytes(),
-        detail=detail_of(pixels),
+        detail=detail,
+        content_phash=texts[15] if framed else None,
+        content_signature=content.tobytes() if framed and content is not None else None,
     )
 
 

@@ -28,12 +28,14 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
+from worker.core import borders
 from worker.core.errors import DupfinderError, TooLarge, UnreadableImage, UnsupportedFormat
 from worker.core.fingerprint import CENTRE_BORDER, SIGNATURE_SIDE, Fingerprint, fingerprint
 from worker.core.shrink import SIDE, shrink
 
 #: Bumped whenever the bits a given image hashes to may change, so stored hashes can be replayed.
-HASH_VERSION = 3
+#: 4: the verified matcher's hashes describe the picture inside a uniform border (`borders`).
+HASH_VERSION = 4
 
 #: Reduced decoding stops before the image gets smaller than this on either side. Drafting a JPEG
 #: straight down to 8 px drifts the hash by about 0.5 bits and costs exact-match recall; from
@@ -118,6 +120,14 @@ class HashedImage:
     pixels_sha256: str | None = None
     """Checksum of the decoded pixels, for low-detail images only: they match only when
     identical, in bytes or in pixels."""
+    picture: int | None = None
+    """Pixels inside a uniform border (`borders`), at full size, when the image has one."""
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of the picture, which rank originals: a frame or letterbox added to a copy
+        adds pixels but no picture, so it does not make the copy the original."""
+        return self.width * self.height if self.picture is None else self.picture
 
 
 def provenance(decoder: str = "full") -> dict[str, Any]:
@@ -235,7 +245,8 @@ def hash_image(
                 transpose = _ORIENTATION.get(image.getexif().get(_EXIF_ORIENTATION, 1))
                 more = decode_bytes(image.mode, image.size, transposed=transpose is not None)
                 with admit(more - reserved) if more > reserved else contextlib.nullcontext():
-                    prints = fingerprint(_phash_input(image, transpose))
+                    small, content, share = _phash_inputs(image, transpose)
+                    prints = fingerprint(small, content)
                     if prints.low_detail and decoder == "full":  # this decode is full-size
                         pixels_sha256 = _pixels_sha256(image, transpose)
             if transpose in _QUARTER_TURNS:
@@ -255,6 +266,7 @@ def hash_image(
         decoder=decoder,
         fingerprint=prints,
         pixels_sha256=pixels_sha256,
+        picture=round(width * height * share) if share < 1 else None,
     )
 
 
@@ -348,8 +360,12 @@ def _to_gray(image: Image.Image) -> Image.Image:
     return gray
 
 
-def _phash_input(image: Image.Image, transpose: Image.Transpose | None) -> NDArray[np.uint8]:
-    """The 32 x 32 greyscale image imagehash's pHash transforms, reached cheaply.
+def _phash_inputs(
+    image: Image.Image, transpose: Image.Transpose | None
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None, float]:
+    """The 32 x 32 greyscale image imagehash's pHash transforms, reached cheaply; the same of
+    the picture inside a uniform border, when it has one (`borders.content_box`), and the share
+    of the area that picture takes.
 
     The EXIF orientation is applied to the greyscale image (a pointwise conversion commutes with
     a transposition, so the bits equal those of the upright colour image, without a full-size
@@ -360,10 +376,41 @@ def _phash_input(image: Image.Image, transpose: Image.Transpose | None) -> NDArr
     gray = _to_gray(image)
     if transpose is not None:
         gray = gray.transpose(transpose)
+    border = _border(gray)
+    if border is None:
+        return _shrunk(gray), None, 1.0
+    share = 1.0
+    if border.frame is not None:
+        left, top, right, bottom = border.frame
+        share = (right - left) * (bottom - top) / (gray.width * gray.height)
+    return _shrunk(gray), _shrunk(gray.crop(border.picture)), share
+
+
+def _shrunk(gray: Image.Image) -> NDArray[np.uint8]:
     if min(gray.size) < 2 * BOX_MIN_SIDE:  # nothing to gain: resample exactly as imagehash
         return shrink(gray)
     # reducing_gap = g: box-reduce by whole factors while at least 32 * g pixels remain.
     return shrink(gray, reducing_gap=BOX_MIN_SIDE / SIDE)
+
+
+def _border(gray: Image.Image) -> borders.Border | None:
+    """`borders.content_box` looked for on a box-reduced copy of at most about
+    `borders.SIDE` pixels a side, in `gray`'s pixels."""
+    width, height = gray.size
+    step = max(1, max(width, height) // borders.SIDE)
+    probe = gray.reduce(step) if step > 1 else gray
+    found = borders.content_box(np.asarray(probe, dtype=np.uint8))
+    if found is None:
+        return None
+    sx, sy = width / probe.width, height / probe.height
+
+    def scaled(box: borders.Box) -> borders.Box:
+        left, top, right, bottom = box
+        return round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)
+
+    return borders.Border(
+        scaled(found.picture), None if found.frame is None else scaled(found.frame)
+    )
 
 
 def _unsupported_format(data: bytes) -> str | None:

@@ -22,7 +22,7 @@ The thresholds come from `benchmarks/quality.py`, which prints the margins they 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 
 import numpy as np
@@ -50,6 +50,10 @@ TURN_RADIUS = 4
 NEAR_SIMILARITY = 0.92
 #: Confirmation of a mirrored or rotated copy: correlation of the turned signature at least this.
 TURN_SIMILARITY = 0.99
+
+#: Candidates: the content hash of an asset in a uniform border within this many bits of
+#: another's pHash or content hash (a framed copy's content against its original: 0-4).
+CONTENT_RADIUS = 4
 
 #: Candidate pairs confirmed at once (see `_confirm`).
 _CONFIRM_BLOCK = 64
@@ -91,15 +95,37 @@ class Fingerprints:
     """A 64-bit prefix of each asset's content checksum (sha256 of its bytes)."""
     pixels: NDArray[np.int64]
     """A 64-bit prefix of the checksum of decoded pixels for low-detail assets, else 0."""
+    contents: NDArray[np.uint64]
+    """pHash of the picture inside each asset's uniform border (`borders`); 0 where it has
+    none (a pHash always has its top bit set, so 0 is no pHash)."""
     signature_rows: NDArray[np.intp] | None = None
     """Where each asset's signature is in `signatures` (-1: not loaded); None: row i is asset i.
     A search loads signatures only for the assets its candidate pairs name."""
+    content_signatures: NDArray[np.uint8] = field(default_factory=lambda: _rows(0))
+    """The 32 x 32 of the picture inside the border, of the assets `content_rows` points at."""
+    content_rows: NDArray[np.intp] | None = None
+    """Where each asset's content signature is in `content_signatures` (-1: none, or not
+    loaded); None: none is."""
 
     def signature_of(self, assets: NDArray[np.intp]) -> NDArray[np.uint8]:
         """The signatures of the given assets, one row each."""
         if self.signature_rows is None:
             return self.signatures[assets]
         return self.signatures[self.signature_rows[assets]]
+
+    def content_signature_of(self, assets: NDArray[np.intp]) -> NDArray[np.uint8]:
+        """The content signatures of the given assets, one row each; blank (which correlates
+        with nothing) where there is none."""
+        out = _rows(len(assets))
+        if self.content_rows is not None:
+            rows = self.content_rows[assets]
+            known = rows >= 0
+            out[known] = self.content_signatures[rows[known]]
+        return out
+
+
+def _rows(count: int) -> NDArray[np.uint8]:
+    return np.zeros((count, SIGNATURE_SIDE * SIGNATURE_SIDE), dtype=np.uint8)
 
 
 Pairs = tuple[NDArray[np.intp], NDArray[np.intp]]
@@ -135,7 +161,24 @@ def columns(images: Sequence[HashedImage]) -> Fingerprints:
         low_detail=np.array([p.low_detail for p in prints], dtype=bool),
         content=checksum_column([image.sha256 for image in images]),
         pixels=checksum_column([image.pixels_sha256 for image in images]),
+        contents=hex_column([p.content_phash or "0" for p in prints]),
+        content_signatures=content_matrix([p.content_signature for p in prints]),
+        content_rows=content_rows([p.content_signature for p in prints]),
     )
+
+
+def content_matrix(signatures: Sequence[bytes | None]) -> NDArray[np.uint8]:
+    """The content signatures there are, in order, as rows (see `content_rows`)."""
+    present = b"".join(s for s in signatures if s is not None)
+    return np.frombuffer(present, dtype=np.uint8).reshape(-1, SIGNATURE_SIDE * SIGNATURE_SIDE)
+
+
+def content_rows(signatures: Sequence[bytes | None]) -> NDArray[np.intp]:
+    """Row of each asset's content signature in `content_matrix(signatures)`, -1 for none."""
+    present = np.array([s is not None for s in signatures], dtype=bool)
+    rows = np.full(len(signatures), -1, dtype=np.intp)
+    rows[present] = np.arange(int(present.sum()))
+    return rows
 
 
 def hex_column(values: Sequence[str]) -> NDArray[np.uint64]:
@@ -157,16 +200,28 @@ def named_assets(pairs: Pairs) -> NDArray[np.intp]:
 
 
 def with_signatures(
-    prints: Fingerprints, assets: NDArray[np.intp], signatures: Sequence[bytes | None]
+    prints: Fingerprints,
+    assets: NDArray[np.intp],
+    signatures: Sequence[bytes | None],
+    contents: Sequence[bytes | None] | None = None,
 ) -> Fingerprints:
     """`prints` with the signatures of `assets` attached (a missing one reads as blank, which
-    confirms nothing)."""
+    confirms nothing), and their content signatures where they have one."""
     size = SIGNATURE_SIDE * SIGNATURE_SIDE
     blank = bytes(size)
     matrix = np.frombuffer(b"".join(s or blank for s in signatures), dtype=np.uint8)
     rows = np.full(len(prints.phashes), -1, dtype=np.intp)
     rows[assets] = np.arange(len(assets))
-    return replace(prints, signatures=matrix.reshape(-1, size), signature_rows=rows)
+    inside = list(contents) if contents is not None else [None] * len(assets)
+    framed = np.full(len(prints.phashes), -1, dtype=np.intp)
+    framed[assets] = content_rows(inside)
+    return replace(
+        prints,
+        signatures=matrix.reshape(-1, size),
+        signature_rows=rows,
+        content_signatures=content_matrix(inside),
+        content_rows=framed,
+    )
 
 
 def confirmed_pairs(
@@ -215,7 +270,29 @@ def candidate_pairs(prints: Fingerprints, *, threads: int = 1) -> Pairs:
     i, j = _equal_pairs(pixel_keys, skip=0)
     first_parts.append(i)
     second_parts.append(j)
+    framed = _framed(prints)
+    for every, inside in _content_pairs(prints, framed, framed, threads):
+        first_parts.append(every)
+        second_parts.append(inside)
     return _unique_pairs(first_parts, second_parts, n)
+
+
+def _framed(prints: Fingerprints) -> NDArray[np.intp]:
+    """The assets with a content hash (a picture in a uniform border), low detail aside."""
+    return np.flatnonzero((prints.contents != 0) & ~prints.low_detail).astype(np.intp)
+
+
+def _content_pairs(
+    prints: Fingerprints, framed: NDArray[np.intp], among: NDArray[np.intp], threads: int
+) -> list[tuple[NDArray[np.intp], NDArray[np.intp]]]:
+    """Pairs (any asset, framed asset) where a framed asset's content hash is within
+    `CONTENT_RADIUS` of another's pHash, or of the content hash of one of `among`."""
+    contents = prints.contents[framed]
+    every, inside, _ = pairs_between(prints.phashes, contents, CONTENT_RADIUS, threads=threads)
+    other, inside_too, _ = pairs_between(
+        prints.contents[among], contents, CONTENT_RADIUS, threads=threads
+    )
+    return [(every, framed[inside]), (among[other], framed[inside_too])]
 
 
 def candidate_pairs_touching(
@@ -255,6 +332,20 @@ def candidate_pairs_touching(
         i, j = _equal_pairs(keys[sharing], skip=0)
         first_parts.append(sharing[i])
         second_parts.append(sharing[j])
+    framed = _framed(prints)
+    if framed.size:
+        # A changed framed asset's content against every pHash and content hash (which covers
+        # the changed assets' content hashes against every framed one), and every framed
+        # asset's content against the changed assets' pHashes.
+        changed_framed = np.intersect1d(framed, rows)
+        parts = _content_pairs(prints, changed_framed, framed, threads)
+        near, inside, _ = pairs_between(
+            prints.contents[framed], prints.phashes[rows], CONTENT_RADIUS, threads=threads
+        )
+        parts.append((rows[inside], framed[near]))
+        for every, framed_one in parts:
+            first_parts.append(every)
+            second_parts.append(framed_one)
     first, second = _unique_pairs(first_parts, second_parts, len(prints.phashes))
     touching = np.zeros(len(prints.phashes), dtype=bool)
     touching[rows] = True
@@ -344,17 +435,8 @@ def _confirm_block(
     open_ = (kind < 0) & ~low
     if open_.any():
         rows = np.flatnonzero(open_)
-        raw_a = prints.signature_of(first[rows])
-        raw_b = prints.signature_of(second[rows])
-        a, b = _normalised(raw_a), _normalised(raw_b)
-        score = np.einsum("ij,ij->i", a, b)
-        # Aligning costs 72 crops a pair: not for pairs no crop could lift over the threshold,
-        # nor for pairs already over it (most true copies), whose similarity is then the plain
-        # correlation.
-        align = (score >= ALIGN_FROM) & (score < NEAR_SIMILARITY)
-        score[align] = np.maximum(
-            aligned_similarity(a[align], b[align]),
-            corner_masked_similarity(raw_a[align], raw_b[align]),
+        score = _near_similarity(
+            prints.signature_of(first[rows]), prints.signature_of(second[rows])
         )
         near = score >= NEAR_SIMILARITY
         kind[rows[near]] = np.where(distance[rows[near]] == 0, _CODE["same_phash"], _CODE["near"])
@@ -381,7 +463,46 @@ def _confirm_block(
             kind[rows[ok]] = _CODE[name]
             similarity[rows[ok]] = score[ok]
             distance[rows[ok]] = bits[rows[ok]]
+    framed = (prints.contents[first] != 0) | (prints.contents[second] != 0)
+    open_ = (kind < 0) & ~low & framed
+    if open_.any():
+        rows = np.flatnonzero(open_)
+        score = _content_similarity(prints, first[rows], second[rows])
+        near = score >= NEAR_SIMILARITY
+        kind[rows[near]] = _CODE["near"]
+        similarity[rows] = np.maximum(similarity[rows], score)
     return Matches(first, second, distance, kind, similarity)
+
+
+def _content_similarity(
+    prints: Fingerprints, first: NDArray[np.intp], second: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """Best correlation of the picture inside one's border with the other, whole or inside its
+    own border (a blank content signature correlates with nothing), aligned as `near` is."""
+    whole = (prints.signature_of(first), prints.signature_of(second))
+    inside = (prints.content_signature_of(first), prints.content_signature_of(second))
+    best = np.full(len(first), -1.0)
+    for raw_a, raw_b in ((inside[0], whole[1]), (whole[0], inside[1]), inside):
+        best = np.maximum(best, _near_similarity(raw_a, raw_b))
+    return best
+
+
+def _near_similarity(raw_a: NDArray[np.uint8], raw_b: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """The correlation of each pair of signatures, or where it falls short of the `near`
+    threshold but not far, the best over border crops and corner masks.
+
+    Aligning costs 72 crops a pair: not for pairs no crop could lift over the threshold, nor
+    for pairs already over it (most true copies), whose similarity is then the plain
+    correlation.
+    """
+    a, b = _normalised(raw_a), _normalised(raw_b)
+    score = np.einsum("ij,ij->i", a, b)
+    align = (score >= ALIGN_FROM) & (score < NEAR_SIMILARITY)
+    score[align] = np.maximum(
+        aligned_similarity(a[align], b[align]),
+        corner_masked_similarity(raw_a[align], raw_b[align]),
+    )
+    return score
 
 
 def _turn(signatures: NDArray[np.uint8], transform: str) -> NDArray[np.uint8]:
