@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from benchmarks.evaluation import Sample, samples
 from benchmarks.quality import original_order
@@ -211,3 +211,38 @@ def test_assets_without_a_checksum_are_never_identical() -> None:
     kinds = {matching.KINDS[int(k)] for k in matching.confirmed_pairs(unknown).kind}
     assert "identical" in {matching.KINDS[int(k)] for k in matching.confirmed_pairs(known).kind}
     assert "identical" not in kinds and kinds  # byte copies still match, by their pixels
+
+
+def test_a_caption_band_along_an_edge_is_left_out_and_nothing_else_gains() -> None:
+    """A dark band with text over the bottom tenth (a caption, a ticker) is a copy; the same
+    band over another picture, or the other view of the stereo pair, is not."""
+    chosen, hashed = evaluation()
+    photos = {s.family: s for s in chosen if s.kind == "original"}
+
+    def captioned(sample: Sample) -> HashedImage:
+        with Image.open(io.BytesIO(sample.data)) as image:
+            copy = image.convert("RGB")
+        band = copy.height // 10
+        ImageDraw.Draw(copy).rectangle((0, copy.height - band, copy.width, copy.height), fill=20)
+        ImageDraw.Draw(copy).text((band, copy.height - band * 0.8), "Caption", fill="white")
+        return hash_image(_jpeg(copy), max_pixels=50_000_000)
+
+    astronaut, chelsea = photos["skimage/astronaut.png"], photos["skimage/chelsea.png"]
+    stereo = next(s for s in chosen if s.name == "motorcycle right view")
+    images = [
+        hashed[chosen.index(chelsea)],
+        captioned(chelsea),
+        hashed[chosen.index(astronaut)],
+        captioned(photos["skimage/motorcycle_left.png"]),
+        hashed[chosen.index(stereo)],
+    ]
+    found = matching.confirmed_pairs(matching.columns(images))
+    pairs = set(zip(found.first.tolist(), found.second.tolist(), strict=True))
+    assert pairs == {(0, 1)}
+    assert matching.KINDS[int(found.kind[0])] == "near"
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()

@@ -488,20 +488,20 @@ def _content_similarity(
 
 
 def _near_similarity(raw_a: NDArray[np.uint8], raw_b: NDArray[np.uint8]) -> NDArray[np.float64]:
-    """The correlation of each pair of signatures, or where it falls short of the `near`
-    threshold but not far, the best over border crops and corner masks.
+    """The correlation of each pair of signatures, or the best with a corner or an edge band
+    left out, or where it falls short of the `near` threshold but not far, over border crops.
 
     Aligning costs 72 crops a pair: not for pairs no crop could lift over the threshold, nor
     for pairs already over it (most true copies), whose similarity is then the plain
-    correlation.
+    correlation. Masks cost eight correlations, and a band across the picture (a caption) can
+    pull the plain correlation of a copy far below where aligning starts.
     """
     a, b = _normalised(raw_a), _normalised(raw_b)
     score = np.einsum("ij,ij->i", a, b)
-    align = (score >= ALIGN_FROM) & (score < NEAR_SIMILARITY)
-    score[align] = np.maximum(
-        aligned_similarity(a[align], b[align]),
-        corner_masked_similarity(raw_a[align], raw_b[align]),
-    )
+    short = score < NEAR_SIMILARITY
+    align = short & (score >= ALIGN_FROM)
+    score[short] = np.maximum(score[short], masked_similarity(raw_a[short], raw_b[short]))
+    score[align] = np.maximum(score[align], aligned_similarity(a[align], b[align]))
     return score
 
 
@@ -534,31 +534,40 @@ def _crop_axes() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     return rows, cols
 
 
-#: Side of the corner square left out by `corner_masked_similarity`, as a share of the side.
+#: Side of the corner square left out by `masked_similarity`, as a share of the side.
 CORNER_SHARE = 0.25
+#: Depth of the band along one edge left out by `masked_similarity`, as a share of the side.
+BAND_SHARE = 0.125
 
 
 @cache
-def _corner_masks() -> NDArray[np.bool_]:
-    """Shape (4, side ** 2): the pixels kept when each corner square is left out."""
+def _masks() -> NDArray[np.bool_]:
+    """Shape (8, side ** 2): the pixels kept when each corner square, then each edge band, is
+    left out."""
     side = SIGNATURE_SIDE
-    corner = round(side * CORNER_SHARE)
-    masks = np.ones((4, side, side), dtype=bool)
+    corner, band = round(side * CORNER_SHARE), round(side * BAND_SHARE)
+    masks = np.ones((8, side, side), dtype=bool)
     masks[0, :corner, :corner] = False
     masks[1, :corner, -corner:] = False
     masks[2, -corner:, :corner] = False
     masks[3, -corner:, -corner:] = False
-    return masks.reshape(4, side * side)
+    masks[4, :band, :] = False
+    masks[5, -band:, :] = False
+    masks[6, :, :band] = False
+    masks[7, :, -band:] = False
+    return masks.reshape(8, side * side)
 
 
-def corner_masked_similarity(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDArray[np.float64]:
-    """Best correlation of each row pair with one corner square left out.
+def masked_similarity(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """Best correlation of each row pair with one corner square, or one band along an edge,
+    left out.
 
-    Logos and credits are stamped in corners; leaving the stamped corner out leaves the picture,
-    and a picture that differs everywhere (another view, another region) gains nothing from it.
+    Logos and credits are stamped in corners, captions and tickers laid along an edge; leaving
+    the stamped part out leaves the picture, and a picture that differs everywhere (another
+    view, another region) gains nothing from it.
     """
     best = np.full(len(a), -1.0)
-    for keep in _corner_masks():
+    for keep in _masks():
         x, y = _normalised(a[:, keep]), _normalised(b[:, keep])
         best = np.maximum(best, np.einsum("ij,ij->i", x, y))
     return best
