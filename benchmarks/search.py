@@ -85,7 +85,10 @@ def fingerprints(hashes: NDArray[np.uint64], seed: int) -> tuple[Fingerprints, i
     )
     hashes = hashes.copy()
     hashes[mirrored] = variants[originals[::10], 0]
+    halves = rng.integers(0, 2**64 - 1, (n, 4), dtype=np.uint64, endpoint=True)
+    halves[copies] = halves[originals]
     prints = Fingerprints(
+        halves=halves,
         contents=np.zeros(n, dtype=np.uint64),  # no asset in a uniform border
         phashes=hashes,
         variants=variants,

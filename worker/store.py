@@ -59,7 +59,7 @@ from worker.batching import MAX_WRITES, WINDOW_MS, WriteBatcher, Written
 from worker.config import Settings
 from worker.core.deletion import AssetFacts
 from worker.core.errors import StoreUnavailable
-from worker.core.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS
+from worker.core.fingerprint import CROPS, HALVES, SIGNATURE_SIDE, VARIANTS
 from worker.core.grouping import Candidates
 from worker.core.hashing import HashedImage, phash_to_signed
 from worker.core.matching import Fingerprints, checksum_column, content_matrix, content_rows
@@ -210,6 +210,7 @@ def _fingerprint_fields(image: HashedImage) -> dict[str, Any]:
         "variants": b"".join(bytes.fromhex(v) for v in prints.variants),
         "centre_i64": phash_to_signed(prints.centre),
         "crops": b"".join(bytes.fromhex(c) for c in prints.crops),
+        "halves": b"".join(bytes.fromhex(h) for h in prints.halves),
         "signature": prints.signature,
         "detail": prints.detail,
         "low_detail": prints.low_detail,
@@ -246,6 +247,7 @@ class _PrintColumns:
         "sha256",
         "pixels_sha256",
         "content_i64",
+        "halves",
     )
     _NO_SIGNATURE = bytes(SIGNATURE_SIDE * SIGNATURE_SIDE)
 
@@ -259,6 +261,7 @@ class _PrintColumns:
         self.content: list[str | None] = []
         self.pixels: list[str | None] = []
         self.contents: list[int] = []
+        self.halves = bytearray()
         self.content_signatures: list[bytes | None] = []
         self.missing = 0
 
@@ -278,6 +281,7 @@ class _PrintColumns:
             self.signatures += doc.get("signature") or self._NO_SIGNATURE
             self.content_signatures.append(doc.get("content_signature"))
         self.contents.append(doc.get("content_i64") or 0)
+        self.halves += doc.get("halves") or bytes(8 * len(HALVES))
         self.content.append(doc.get("sha256"))
         self.pixels.append(doc.get("pixels_sha256"))
 
@@ -300,6 +304,7 @@ class _PrintColumns:
             content=checksum_column(self.content),
             pixels=checksum_column(self.pixels),
             contents=np.array(self.contents, dtype=np.int64).view(np.uint64),
+            halves=_hash_matrix(self.halves, len(HALVES)),
             signature_rows=None
             if self.with_signatures
             else np.full(len(self.centres), -1, dtype=np.intp),

@@ -10,6 +10,7 @@ from worker.core.matching import (
     CENTRE_RADIUS,
     CONTENT_RADIUS,
     CROP_RADIUS,
+    HALF_RADIUS,
     NEAR_RADIUS,
     TURN_RADIUS,
     Fingerprints,
@@ -36,12 +37,14 @@ def related_prints(n: int, seed: int) -> Fingerprints:
 
     phashes, centres, variants, crops = random(n), random(n), random(n, 4), random(n, 9)
     contents = np.where(rng.random(n) < 0.2, random(n), 0).astype(np.uint64)
+    # Halves, but none for one asset in ten (hashed before halves were)
+    halves = np.where(rng.random((n, 1)) < 0.1, 0, random(n, 4)).astype(np.uint64)
     content = rng.integers(1, 2**62, n, dtype=np.int64)
     pixels = np.zeros(n, dtype=np.int64)
     low_detail = np.zeros(n, dtype=bool)
     partner = rng.permutation(n)
     for k, (a, b) in enumerate(zip(range(0, n, 3), partner[::3].tolist(), strict=False)):
-        rule = k % 8
+        rule = k % 9
         if rule == 0:
             phashes[b] = _near(rng, phashes[a], k % (NEAR_RADIUS + 2))
         elif rule == 1:
@@ -55,6 +58,8 @@ def related_prints(n: int, seed: int) -> Fingerprints:
         elif rule == 5:
             low_detail[[a, b]] = k % 4 != 0  # sometimes only the keys agree
             pixels[[a, b]] = k
+        elif rule == 7:  # one half near the same half of another
+            halves[b, k % 4] = _near(rng, halves[a, k % 4], k % (HALF_RADIUS + 2))
         elif rule == 6:  # a framed asset's picture near another's pHash
             contents[a] = _near(rng, phashes[b], k % (CONTENT_RADIUS + 2))
         else:  # two framed assets' pictures near each other
@@ -70,6 +75,7 @@ def related_prints(n: int, seed: int) -> Fingerprints:
         content=content,
         pixels=pixels,
         contents=contents,
+        halves=halves,
         signature_rows=np.full(n, -1, dtype=np.intp),
     )
 

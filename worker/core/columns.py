@@ -49,7 +49,7 @@ def same_rows(first: Candidates, second: Candidates) -> NDArray[np.bool_]:
         same &= (one.variants == two.variants).all(axis=1) & (one.crops == two.crops).all(axis=1)
         same &= (one.centres == two.centres) & (one.low_detail == two.low_detail)
         same &= (one.content == two.content) & (one.pixels == two.pixels)
-        same &= one.contents == two.contents
+        same &= (one.contents == two.contents) & (one.halves == two.halves).all(axis=1)
     return same
 
 
@@ -94,6 +94,7 @@ def _take_prints(prints: Fingerprints, rows: NDArray[np.intp]) -> Fingerprints:
         low_detail=prints.low_detail[rows],
         content=prints.content[rows],
         pixels=prints.pixels[rows],
+        halves=prints.halves[rows],
         contents=prints.contents[rows],
         signature_rows=_signature_rows(prints)[rows],
         content_signatures=prints.content_signatures,
@@ -116,6 +117,7 @@ def _join_prints(first: Fingerprints, second: Fingerprints) -> Fingerprints:
         low_detail=np.concatenate([first.low_detail, second.low_detail]),
         content=np.concatenate([first.content, second.content]),
         pixels=np.concatenate([first.pixels, second.pixels]),
+        halves=np.concatenate([first.halves, second.halves]),
         contents=np.concatenate([first.contents, second.contents]),
         signature_rows=np.concatenate([_signature_rows(first), shifted]),
         content_signatures=np.concatenate([first.content_signatures, second.content_signatures]),

@@ -20,6 +20,9 @@ the upload path a few hundred microseconds and no second decode:
 - `detail`: how much the picture varies once a smooth ramp is taken out (grey levels). Flat,
   near-black and gradient frames have almost none; their hashes are noise, so they are matched
   only when identical.
+- `halves`: the pHash of the top, bottom, left and right half of the picture. A logo stamped in
+  a corner, or a band across one edge, leaves two or three of them as they were, where it moves
+  every hash of the whole and the centre's.
 - `content_phash`, `content_signature`: the pHash and the 32 x 32 of the picture inside a
   uniform border (`borders`: a frame, a passe-partout, letterboxing), for images that have one.
   A framed copy's picture is its original whole. Kept beside the whole image's fields, not
@@ -56,6 +59,13 @@ CROPS: tuple[tuple[int, int, int, int], ...] = (
     (1, 0, 0, 1),
     (1, 1, 1, 1),
 )
+#: The halves hashed, as (left, top, right, bottom) shares trimmed: top, bottom, left, right.
+HALVES: tuple[tuple[float, float, float, float], ...] = (
+    (0.0, 0.0, 0.0, 0.5),
+    (0.0, 0.5, 0.0, 0.0),
+    (0.0, 0.0, 0.5, 0.0),
+    (0.5, 0.0, 0.0, 0.0),
+)
 #: Below this residual standard deviation (grey levels, 32 x 32, after removing a plane) an image
 #: is `low_detail`. Flat and gradient frames measure under 1; the least detailed photograph of
 #: the quality benchmark (a moon at contrast x0.7) measures about 8.
@@ -88,6 +98,8 @@ class Fingerprint:
     round)."""
     signature: bytes
     detail: float
+    halves: tuple[str, str, str, str] = ("", "", "", "")
+    """pHashes of the top, bottom, left and right half (`HALVES`)."""
     content_phash: str | None = None
     """pHash of the picture inside a uniform border; None when the image has no border (or
     the picture too little detail to trust its hash)."""
@@ -129,7 +141,8 @@ def fingerprint(small: NDArray[np.uint8], content: NDArray[np.uint8] | None = No
         crops=tuple(texts[6:15]),
         signature=small.tobytes(),
         detail=detail,
-        content_phash=texts[15] if framed else None,
+        halves=(texts[15], texts[16], texts[17], texts[18]),
+        content_phash=texts[19] if framed else None,
         content_signature=content.tobytes() if framed and content is not None else None,
     )
 
@@ -185,14 +198,15 @@ def trim_matrix(side: int, low: float, high: float) -> NDArray[np.float64]:
 
 
 def _trims() -> list[tuple[float, float, float, float]]:
-    """(left, top, right, bottom) shares of the centre hash, then of every crop hash."""
+    """(left, top, right, bottom) shares of the centre hash, of every crop hash, then of the
+    halves."""
     border = CENTRE_BORDER
     trims = [(border, border, border, border)]
     for sides in CROPS:
         share = CROP_SHARE / 2 if all(sides) else CROP_SHARE
         left, top, right, bottom = (share * side for side in sides)
         trims.append((left, top, right, bottom))
-    return trims
+    return trims + list(HALVES)
 
 
 @cache
@@ -209,6 +223,7 @@ def _trim_operators() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
 
 
 def _trimmed_lows(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The low 8 x 8 DCT block of the centre trim and of every crop trim, shape (10, 8, 8)."""
+    """The low 8 x 8 DCT block of the centre trim, of every crop trim and of the halves, shape
+    (14, 8, 8)."""
     rows, cols = _trim_operators()
     return np.asarray(rows @ pixels @ cols.transpose(0, 2, 1))

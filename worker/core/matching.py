@@ -28,7 +28,7 @@ from functools import cache
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.core.fingerprint import CROPS, SIGNATURE_SIDE, VARIANTS, trim_matrix
+from worker.core.fingerprint import CROPS, HALVES, SIGNATURE_SIDE, VARIANTS, trim_matrix
 from worker.core.hashing import HashedImage
 from worker.core.neighbours import cross_pairs, pairs_between, pairs_within
 
@@ -51,6 +51,9 @@ NEAR_SIMILARITY = 0.92
 #: Confirmation of a mirrored or rotated copy: correlation of the turned signature at least this.
 TURN_SIMILARITY = 0.99
 
+#: Candidates: the hash of the same half (top, bottom, left, right) within this many bits, where
+#: a corner logo or an edge band leaves the other halves as they were.
+HALF_RADIUS = 2
 #: Candidates: the content hash of an asset in a uniform border within this many bits of
 #: another's pHash or content hash (a framed copy's content against its original: 0-4).
 CONTENT_RADIUS = 4
@@ -95,6 +98,8 @@ class Fingerprints:
     """A 64-bit prefix of each asset's content checksum (sha256 of its bytes)."""
     pixels: NDArray[np.int64]
     """A 64-bit prefix of the checksum of decoded pixels for low-detail assets, else 0."""
+    halves: NDArray[np.uint64]
+    """Shape (n, 4): see `fingerprint.HALVES`; 0 for an asset hashed before halves were."""
     contents: NDArray[np.uint64]
     """pHash of the picture inside each asset's uniform border (`borders`); 0 where it has
     none (a pHash always has its top bit set, so 0 is no pHash)."""
@@ -161,6 +166,7 @@ def columns(images: Sequence[HashedImage]) -> Fingerprints:
         low_detail=np.array([p.low_detail for p in prints], dtype=bool),
         content=checksum_column([image.sha256 for image in images]),
         pixels=checksum_column([image.pixels_sha256 for image in images]),
+        halves=hex_column([h or "0" for p in prints for h in p.halves]).reshape(-1, len(HALVES)),
         contents=hex_column([p.content_phash or "0" for p in prints]),
         content_signatures=content_matrix([p.content_signature for p in prints]),
         content_rows=content_rows([p.content_signature for p in prints]),
@@ -270,11 +276,21 @@ def candidate_pairs(prints: Fingerprints, *, threads: int = 1) -> Pairs:
     i, j = _equal_pairs(pixel_keys, skip=0)
     first_parts.append(i)
     second_parts.append(j)
+    for column in range(len(HALVES)):
+        known = _known(prints.halves[:, column])
+        i, j, _ = pairs_within(prints.halves[known, column], HALF_RADIUS, threads=threads)
+        first_parts.append(known[i])
+        second_parts.append(known[j])
     framed = _framed(prints)
     for every, inside in _content_pairs(prints, framed, framed, threads):
         first_parts.append(every)
         second_parts.append(inside)
     return _unique_pairs(first_parts, second_parts, n)
+
+
+def _known(hashes: NDArray[np.uint64]) -> NDArray[np.intp]:
+    """Positions of the hashes that are known (0: the asset was hashed before they were)."""
+    return np.flatnonzero(hashes != 0).astype(np.intp)
 
 
 def _framed(prints: Fingerprints) -> NDArray[np.intp]:
@@ -332,6 +348,13 @@ def candidate_pairs_touching(
         i, j = _equal_pairs(keys[sharing], skip=0)
         first_parts.append(sharing[i])
         second_parts.append(sharing[j])
+    for column in range(len(HALVES)):
+        halves = prints.halves[:, column]
+        known = _known(halves)
+        changed = np.intersect1d(known, rows)
+        i, j, _ = pairs_between(halves[known], halves[changed], HALF_RADIUS, threads=threads)
+        first_parts.append(known[i])
+        second_parts.append(changed[j])
     framed = _framed(prints)
     if framed.size:
         # A changed framed asset's content against every pHash and content hash (which covers
