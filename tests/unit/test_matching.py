@@ -246,3 +246,20 @@ def _jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def test_a_large_corner_logo_is_proposed_by_the_halves_it_leaves_alone() -> None:
+    """A logo over a fifth of the width moves the whole's and the centre's hashes past their
+    radii; the top and left halves stay as they were."""
+    from benchmarks.evaluation import _logo, _watermarked
+
+    chosen, hashed = evaluation()
+    original = next(s for s in chosen if s.name == "skimage/motorcycle_left.png original")
+    with Image.open(io.BytesIO(original.data)) as image:
+        stamped = _watermarked(image.convert("RGB"), "bottom-right", 0.20, _logo())
+    copy = hash_image(_jpeg(stamped), max_pixels=50_000_000)
+    first = hashed[chosen.index(original)]
+    assert first.fingerprint is not None and copy.fingerprint is not None
+    assert copy.fingerprint.halves[0] == first.fingerprint.halves[0]  # the top half
+    found = matching.confirmed_pairs(matching.columns([first, copy]))
+    assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
