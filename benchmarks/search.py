@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 from numpy.typing import NDArray
 
+from worker.core.fingerprint import CROP_COUNT
 from worker.core.grouping import Group, form_sets, form_verified_sets, hamming, original_order
 from worker.core.matching import Fingerprints, candidate_pairs, named_assets, with_signatures
 from worker.core.neighbours import compile_ahead, pairs_within
@@ -69,7 +70,7 @@ def fingerprints(hashes: NDArray[np.uint64], seed: int) -> tuple[Fingerprints, i
     signatures = signatures + rng.integers(0, 8, signatures.shape, dtype=np.uint8)
     variants = rng.integers(0, 2**64 - 1, (n, 4), dtype=np.uint64, endpoint=True)
     centres = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
-    crops = rng.integers(0, 2**64 - 1, (n, 9), dtype=np.uint64, endpoint=True)
+    crops = rng.integers(0, 2**64 - 1, (n, CROP_COUNT), dtype=np.uint64, endpoint=True)
     replan = np.random.default_rng(1)  # corpus(seed=1)'s plan, replayed to find its copies
     replan.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
     originals = replan.choice(n, size=n // 100, replace=False)

@@ -59,7 +59,7 @@ from worker.batching import MAX_WRITES, WINDOW_MS, WriteBatcher, Written
 from worker.config import Settings
 from worker.core.deletion import AssetFacts
 from worker.core.errors import StoreUnavailable
-from worker.core.fingerprint import CROPS, HALVES, SIGNATURE_SIDE, VARIANTS
+from worker.core.fingerprint import CROP_COUNT, HALVES, SIGNATURE_SIDE, VARIANTS
 from worker.core.grouping import Candidates
 from worker.core.hashing import HashedImage, phash_to_signed
 from worker.core.matching import Fingerprints, checksum_column, content_matrix, content_rows
@@ -270,12 +270,13 @@ class _PrintColumns:
             self.missing += 1
             self.variants += bytes(8 * len(VARIANTS))
             self.centres.append(0)
-            self.crops += bytes(8 * len(CROPS))
+            self.crops += bytes(8 * CROP_COUNT)
             self.low_detail.append(True)
         else:
             self.variants += doc["variants"]
             self.centres.append(doc["centre_i64"])
-            self.crops += doc["crops"]
+            # Hashed before the wide crops: theirs are 0, which no pHash is near.
+            self.crops += doc["crops"].ljust(8 * CROP_COUNT, b"\0")
             self.low_detail.append(doc["low_detail"])
         if self.with_signatures:
             self.signatures += doc.get("signature") or self._NO_SIGNATURE
@@ -296,7 +297,7 @@ class _PrintColumns:
             phashes=phashes.view(np.uint64),
             variants=_hash_matrix(self.variants, len(VARIANTS)),
             centres=np.array(self.centres, dtype=np.int64).view(np.uint64),
-            crops=_hash_matrix(self.crops, len(CROPS)),
+            crops=_hash_matrix(self.crops, CROP_COUNT),
             signatures=np.frombuffer(bytes(self.signatures), dtype=np.uint8).reshape(
                 -1, SIGNATURE_SIDE * SIGNATURE_SIDE
             ),

@@ -59,6 +59,17 @@ CROPS: tuple[tuple[int, int, int, int], ...] = (
     (1, 0, 0, 1),
     (1, 1, 1, 1),
 )
+#: Wider crops, as (left, top, right, bottom) shares trimmed: 8 % off two adjacent sides, and
+#: 4 % all round; their hashes follow the nine of `CROPS` in `Fingerprint.crops`.
+WIDE_CROPS: tuple[tuple[float, float, float, float], ...] = (
+    (0.08, 0.08, 0.0, 0.0),
+    (0.0, 0.08, 0.08, 0.0),
+    (0.0, 0.0, 0.08, 0.08),
+    (0.08, 0.0, 0.0, 0.08),
+    (0.04, 0.04, 0.04, 0.04),
+)
+#: Crop hashes an asset has: `CROPS`, then `WIDE_CROPS`.
+CROP_COUNT = len(CROPS) + len(WIDE_CROPS)
 #: The halves hashed, as (left, top, right, bottom) shares trimmed: top, bottom, left, right.
 HALVES: tuple[tuple[float, float, float, float], ...] = (
     (0.0, 0.0, 0.0, 0.5),
@@ -95,7 +106,7 @@ class Fingerprint:
     centre: str
     crops: tuple[str, ...]
     """pHashes of the picture trimmed as `CROPS` lists (4 % per trimmed side, half of that all
-    round)."""
+    round), then as `WIDE_CROPS` lists."""
     signature: bytes
     detail: float
     halves: tuple[str, str, str, str] = ("", "", "", "")
@@ -138,11 +149,11 @@ def fingerprint(small: NDArray[np.uint8], content: NDArray[np.uint8] | None = No
         phash=texts[0],
         variants=(texts[1], texts[2], texts[3], texts[4]),
         centre=texts[5],
-        crops=tuple(texts[6:15]),
+        crops=tuple(texts[6 : 6 + CROP_COUNT]),
         signature=small.tobytes(),
         detail=detail,
-        halves=(texts[15], texts[16], texts[17], texts[18]),
-        content_phash=texts[19] if framed else None,
+        halves=(texts[20], texts[21], texts[22], texts[23]),
+        content_phash=texts[24] if framed else None,
         content_signature=content.tobytes() if framed and content is not None else None,
     )
 
@@ -206,7 +217,7 @@ def _trims() -> list[tuple[float, float, float, float]]:
         share = CROP_SHARE / 2 if all(sides) else CROP_SHARE
         left, top, right, bottom = (share * side for side in sides)
         trims.append((left, top, right, bottom))
-    return trims + list(HALVES)
+    return trims + list(WIDE_CROPS) + list(HALVES)
 
 
 @cache
@@ -224,6 +235,6 @@ def _trim_operators() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
 
 def _trimmed_lows(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
     """The low 8 x 8 DCT block of the centre trim, of every crop trim and of the halves, shape
-    (14, 8, 8)."""
+    (19, 8, 8)."""
     rows, cols = _trim_operators()
     return np.asarray(rows @ pixels @ cols.transpose(0, 2, 1))

@@ -28,7 +28,14 @@ from functools import cache
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.core.fingerprint import CROPS, HALVES, SIGNATURE_SIDE, VARIANTS, trim_matrix
+from worker.core.fingerprint import (
+    CROP_COUNT,
+    HALVES,
+    SIGNATURE_SIDE,
+    VARIANTS,
+    WIDE_CROPS,
+    trim_matrix,
+)
 from worker.core.hashing import HashedImage
 from worker.core.neighbours import cross_pairs, pairs_between, pairs_within
 
@@ -78,7 +85,7 @@ _CROPS = tuple(
     for top in _STEPS
     for bottom in _STEPS
     if left + right <= 0.06 + 1e-9 and top + bottom <= 0.06 + 1e-9
-)
+) + WIDE_CROPS  # the wider crops a wide crop hash proposes
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +97,7 @@ class Fingerprints:
     """Shape (n, 4): mirror, rot90, rot180, rot270 (see `fingerprint.VARIANTS`)."""
     centres: NDArray[np.uint64]
     crops: NDArray[np.uint64]
-    """Shape (n, 9): see `fingerprint.CROPS`."""
+    """Shape (n, 14): see `fingerprint.CROPS` and `fingerprint.WIDE_CROPS`."""
     signatures: NDArray[np.uint8]
     """Shape (rows, SIGNATURE_SIDE ** 2): one row per asset, or per asset in `signature_rows`."""
     low_detail: NDArray[np.bool_]
@@ -159,7 +166,7 @@ def columns(images: Sequence[HashedImage]) -> Fingerprints:
         phashes=hex_column([p.phash for p in prints]),
         variants=hex_column([v for p in prints for v in p.variants]).reshape(-1, len(VARIANTS)),
         centres=hex_column([p.centre for p in prints]),
-        crops=hex_column([c for p in prints for c in p.crops]).reshape(-1, len(CROPS)),
+        crops=hex_column([c for p in prints for c in p.crops]).reshape(-1, CROP_COUNT),
         signatures=np.frombuffer(b"".join(p.signature for p in prints), np.uint8).reshape(
             len(prints), SIGNATURE_SIDE * SIGNATURE_SIDE
         ),
