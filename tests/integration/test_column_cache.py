@@ -347,3 +347,33 @@ def test_candidate_pairs_kept_with_the_columns_follow_every_write(
         assert searches == [11]
 
     _run(mongo_url, scenario)
+
+
+def test_an_asset_hashed_before_the_wide_crops_and_halves_reads_with_none(
+    mongo_url: str,
+) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        # Given an asset stored as version 5 stored it: nine crop hashes, no halves
+        await _save(theirs, "p", "old", 1)
+        await _save(theirs, "p", "new", 2)
+        await theirs._assets.update_one(
+            {"portal_id": "p", "asset_id": "old"},
+            [{"$set": {"crops": {"$literal": bytes(range(72))}}}, {"$unset": "halves"}],
+        )
+        columns = await ours.candidates(
+            "p", Scope(), with_titles=False, with_prints=True, with_signatures=False
+        )
+        prints = columns.prints
+        assert prints is not None
+        old, new = columns.asset_ids.index("old"), columns.asset_ids.index("new")
+        # Then its crops are the nine it has and five zeros, and its halves are unknown (0)
+        assert prints.crops.shape == (2, 14)
+        assert prints.crops[old, :9].tolist() == _hash_values(bytes(range(72)))
+        assert prints.crops[old, 9:].tolist() == [0] * 5 and prints.halves[old].tolist() == [0] * 4
+        assert (prints.crops[new] != 0).all() and (prints.halves[new] != 0).all()
+
+    _run(mongo_url, scenario)
+
+
+def _hash_values(packed: bytes) -> list[int]:
+    return np.frombuffer(packed, dtype=">u8").astype(np.uint64).tolist()
