@@ -121,3 +121,15 @@ def test_golden_hashes_of_a_framed_picture() -> None:
     )
     assert whole.phash == "e02dfe90f95192ac"  # the picture inside the frame hashes as it does alone
     assert (framed.pixels, whole.pixels) == (75684, 76800)
+
+
+def test_a_frame_around_a_picture_with_a_wide_flat_side_is_still_peeled() -> None:
+    """A microscope's empty field over a third of the picture is flat further than a border may
+    be; the white frame around it is still a frame."""
+    picture = photo(7, (200, 150))
+    field = Image.new("RGB", (300, 150), (60, 60, 60))
+    field.paste(picture, (100, 0))
+    framed = _framed(field, 0.05, (255, 255, 255))  # 15 and 8 pixels of frame
+    border = content_box(_gray(framed))
+    assert border is not None and border.frame == border.picture
+    assert border.picture == (16, 9, framed.width - 16, framed.height - 9)

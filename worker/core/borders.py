@@ -62,6 +62,7 @@ def content_box(pixels: NDArray[np.uint8]) -> Border | None:
     lines = pixels.astype(np.int16)
     left, top, right, bottom = 0, 0, width, height
     frame: Box | None = None
+    peeled: Box | None = None  # inside the borders peeled so far, within `MOST`
     for round_ in range(_ROUNDS):
         inside = lines[top:bottom, left:right]
         cuts = (
@@ -80,12 +81,16 @@ def content_box(pixels: NDArray[np.uint8]) -> Border | None:
             or width - right > MOST * width
             or height - bottom > MOST * height
         ):
-            return None
+            break  # a frame around a picture with a wide flat side: the frame is the border
+        peeled = (left, top, right, bottom)
         if round_ == 0 and _even(cuts[0], cuts[2], width) and _even(cuts[1], cuts[3], height):
-            frame = (left, top, right, bottom)
+            frame = peeled
+    if peeled is None:
+        return None
+    left, top, right, bottom = peeled
     if max(left, top, width - right, height - bottom) < LEAST * max(height, width):
         return None
-    return Border((left, top, right, bottom), frame)
+    return Border(peeled, frame)
 
 
 def _even(one: int, other: int, side: int) -> bool:
