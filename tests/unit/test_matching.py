@@ -266,3 +266,19 @@ def test_a_large_corner_logo_is_proposed_by_the_halves_it_leaves_alone() -> None
     assert copy.fingerprint.halves[0] == first.fingerprint.halves[0]  # the top half
     found = matching.confirmed_pairs(matching.columns([first, copy]))
     assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
+
+
+def test_an_eight_percent_crop_is_confirmed_where_its_crop_hash_puts_it() -> None:
+    """8 % off the right and bottom leaves a plain correlation near 0.4 with the original, too
+    low to search alignments from; the crop hash that proposed the pair says where it lies."""
+    chosen, hashed = evaluation()
+    original = next(s for s in chosen if s.name == "skimage/chelsea.png original")
+    with Image.open(io.BytesIO(original.data)) as image:
+        w, h = image.size
+        cropped = image.convert("RGB").crop((0, 0, round(w * 0.92), round(h * 0.92)))
+    copy = hash_image(_jpeg(cropped), max_pixels=50_000_000)
+    stereo = hashed[chosen.index(next(s for s in chosen if s.name == "motorcycle right view"))]
+    images = [hashed[chosen.index(original)], copy, stereo]
+    found = matching.confirmed_pairs(matching.columns(images))
+    assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
+    assert matching.KINDS[int(found.kind[0])] == "near" and found.similarity[0] >= 0.92

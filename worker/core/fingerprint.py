@@ -208,6 +208,12 @@ def trim_matrix(side: int, low: float, high: float) -> NDArray[np.float64]:
     return matrix
 
 
+def crop_shares() -> list[tuple[float, float, float, float]]:
+    """(left, top, right, bottom) shares trimmed for each crop hash, in `Fingerprint.crops`
+    order: where a copy proposed by one of them lines up with its original."""
+    return _trims()[1 : 1 + CROP_COUNT]
+
+
 def _trims() -> list[tuple[float, float, float, float]]:
     """(left, top, right, bottom) shares of the centre hash, of every crop hash, then of the
     halves."""

@@ -34,6 +34,7 @@ from worker.core.fingerprint import (
     SIGNATURE_SIDE,
     VARIANTS,
     WIDE_CROPS,
+    crop_shares,
     trim_matrix,
 )
 from worker.core.hashing import HashedImage
@@ -78,14 +79,17 @@ _CODE = {kind: code for code, kind in enumerate(KINDS)}
 
 #: Crops tried when aligning two signatures: (left, top, right, bottom) shares of each side.
 _STEPS = (0.0, 0.03, 0.06)
-_CROPS = tuple(
-    (left, top, right, bottom)
-    for left in _STEPS
-    for right in _STEPS
-    for top in _STEPS
-    for bottom in _STEPS
-    if left + right <= 0.06 + 1e-9 and top + bottom <= 0.06 + 1e-9
-) + WIDE_CROPS  # the wider crops a wide crop hash proposes
+_CROPS = (
+    tuple(
+        (left, top, right, bottom)
+        for left in _STEPS
+        for right in _STEPS
+        for top in _STEPS
+        for bottom in _STEPS
+        if left + right <= 0.06 + 1e-9 and top + bottom <= 0.06 + 1e-9
+    )
+    + WIDE_CROPS
+)  # the wider crops a wide crop hash proposes
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +497,13 @@ def _confirm_block(
             kind[rows[ok]] = _CODE[name]
             similarity[rows[ok]] = score[ok]
             distance[rows[ok]] = bits[rows[ok]]
+    open_ = (kind < 0) & ~low
+    if open_.any():
+        rows = np.flatnonzero(open_)
+        score = _proposed_crop_similarity(prints, first[rows], second[rows])
+        near = score >= NEAR_SIMILARITY
+        kind[rows[near]] = _CODE["near"]
+        similarity[rows] = np.maximum(similarity[rows], score)
     framed = (prints.contents[first] != 0) | (prints.contents[second] != 0)
     open_ = (kind < 0) & ~low & framed
     if open_.any():
@@ -502,6 +513,43 @@ def _confirm_block(
         kind[rows[near]] = _CODE["near"]
         similarity[rows] = np.maximum(similarity[rows], score)
     return Matches(first, second, distance, kind, similarity)
+
+
+def _proposed_crop_similarity(
+    prints: Fingerprints, first: NDArray[np.intp], second: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """Best correlation of one's signature trimmed as a crop hash of it that lies within
+    `CROP_RADIUS` of the other's pHash says, with the other's (-1 where none does).
+
+    The crop hash already says where the copy lies in its original; checking that one trim
+    needs no search over crops, and no gate on the untrimmed correlation, which an 8 % crop
+    pulls to anywhere between 0 and 0.6.
+    """
+    best = np.full(len(first), -1.0)
+    for column, (rows, cols) in enumerate(_crop_trims()):
+        for source, target in ((first, second), (second, first)):
+            bits = np.bitwise_count(prints.crops[source, column] ^ prints.phashes[target])
+            close = np.flatnonzero(bits <= CROP_RADIUS)
+            if close.size == 0:
+                continue
+            side = SIGNATURE_SIDE
+            images = prints.signature_of(source[close]).reshape(-1, side, side)
+            trimmed = (rows[None] @ images.astype(np.float64) @ cols.T[None]).reshape(
+                len(close), side * side
+            )
+            a, b = _normalised(trimmed), _normalised(prints.signature_of(target[close]))
+            best[close] = np.maximum(best[close], np.einsum("ij,ij->i", a, b))
+    return best
+
+
+@cache
+def _crop_trims() -> list[tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """Per crop hash, the resample matrices of its trim for rows and columns."""
+    side = SIGNATURE_SIDE
+    return [
+        (trim_matrix(side, top, bottom), trim_matrix(side, left, right))
+        for left, top, right, bottom in crop_shares()
+    ]
 
 
 def _content_similarity(
@@ -547,7 +595,7 @@ def _turn(signatures: NDArray[np.uint8], transform: str) -> NDArray[np.uint8]:
     return np.ascontiguousarray(turned).reshape(len(signatures), side * side)
 
 
-def _normalised(signatures: NDArray[np.uint8]) -> NDArray[np.float64]:
+def _normalised(signatures: NDArray[np.uint8] | NDArray[np.float64]) -> NDArray[np.float64]:
     values = signatures.astype(np.float64)
     values -= values.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(values, axis=1, keepdims=True)
