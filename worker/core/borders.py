@@ -59,7 +59,7 @@ def content_box(pixels: NDArray[np.uint8]) -> Border | None:
     larger than its original's.
     """
     height, width = pixels.shape
-    lines = pixels.astype(np.int16)
+    lines = pixels
     left, top, right, bottom = 0, 0, width, height
     frame: Box | None = None
     peeled: Box | None = None  # inside the borders peeled so far, within `MOST`
@@ -102,12 +102,28 @@ def _even(one: int, other: int, side: int) -> bool:
 _ROUNDS = 3
 
 
-def _flat_lines(lines: NDArray[np.int16]) -> int:
+def _flat_lines(lines: NDArray[np.uint8]) -> int:
     """How many leading lines (rows of `lines`) are flat at the first line's level, up to
-    `MOST` of them."""
+    `MOST` of them.
+
+    Most pictures have no border, and their first line is not flat: that one line is all that
+    is read then. Otherwise lines are read a block at a time, until one is not flat.
+    """
     if len(lines) == 0:
         return 0
     level = int(np.median(lines[0]))
     limit = max(1, int(MOST * len(lines)))
-    flat = (np.abs(lines[:limit] - level) <= TOLERANCE).mean(axis=1) >= FLAT_SHARE
-    return int(limit if flat.all() else np.argmin(flat))
+    done = 0
+    for size in (1, *([_BLOCK] * (-(-limit // _BLOCK)))):
+        block = lines[done : min(done + size, limit)]
+        if len(block) == 0:
+            break
+        flat = (np.abs(block.astype(np.int16) - level) <= TOLERANCE).mean(axis=1) >= FLAT_SHARE
+        if not flat.all():
+            return done + int(np.argmin(flat))
+        done += len(block)
+    return done
+
+
+#: Lines read at once past the first (see `_flat_lines`).
+_BLOCK = 16
