@@ -87,10 +87,16 @@ def fingerprints(hashes: NDArray[np.uint64], seed: int) -> tuple[Fingerprints, i
     hashes = hashes.copy()
     hashes[mirrored] = variants[originals[::10], 0]
     halves = rng.integers(0, 2**64 - 1, (n, 4), dtype=np.uint64, endpoint=True)
+    # One asset in twenty in a uniform border, with a picture hash of its own (product shots on
+    # white, letterboxed stills): the content rule searches these against every asset.
+    framed = rng.random(n) < 0.05
+    contents = np.where(
+        framed, rng.integers(2**63, 2**64 - 1, n, dtype=np.uint64, endpoint=True), 0
+    ).astype(np.uint64)
     halves[copies] = halves[originals]
     prints = Fingerprints(
         halves=halves,
-        contents=np.zeros(n, dtype=np.uint64),  # no asset in a uniform border
+        contents=contents,
         phashes=hashes,
         variants=variants,
         centres=centres,
