@@ -552,9 +552,11 @@ class AssetStore:
             "updated_at": now,
             **_fingerprint_fields(image),
         }
-        return await self._upsert_live(
-            upload, {"$set": fields, "$unset": {"failure": "", "received_at": ""}}
-        )
+        stale = {"failure": "", "received_at": ""}
+        if image.fingerprint is not None and image.fingerprint.content_phash is None:
+            # New bytes without the border the stored ones had: their picture hash goes too.
+            stale |= {"content_i64": "", "content_signature": ""}
+        return await self._upsert_live(upload, {"$set": fields, "$unset": stale})
 
     @_store_errors
     async def mark_pending(self, upload: AssetUploaded) -> bool:

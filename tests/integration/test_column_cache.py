@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from schemas.messages import AssetUploaded, Scope
 from tests.images import encode, photo
@@ -377,3 +378,29 @@ def test_an_asset_hashed_before_the_wide_crops_and_halves_reads_with_none(
 
 def _hash_values(packed: bytes) -> list[int]:
     return np.frombuffer(packed, dtype=">u8").astype(np.uint64).tolist()
+
+
+def test_new_bytes_without_a_border_drop_the_stored_picture_hash(mongo_url: str) -> None:
+    async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
+        # Given an asset uploaded in a white frame
+        framed = Image.new("RGB", (352, 264), (255, 255, 255))
+        framed.paste(photo(40, (320, 240)), (16, 12))
+        inside = hash_image(encode(framed, "PNG"), max_pixels=10**7)
+        assert inside.fingerprint is not None and inside.fingerprint.content_phash is not None
+        await theirs.save_hashed(_upload("p", "a1"), inside, provenance(), T0)
+        stored = await theirs._assets.find_one({"portal_id": "p", "asset_id": "a1"})
+        assert stored is not None and "content_i64" in stored
+
+        # When it is uploaded again as another picture, with no border
+        await _save(theirs, "p", "a1", 41)
+
+        # Then no picture hash of the old bytes is left to propose or confirm a pair
+        stored = await theirs._assets.find_one({"portal_id": "p", "asset_id": "a1"})
+        assert stored is not None
+        assert "content_i64" not in stored and "content_signature" not in stored
+        columns = await ours.candidates(
+            "p", Scope(), with_titles=False, with_prints=True, with_signatures=True
+        )
+        assert columns.prints is not None and columns.prints.contents.tolist() == [0]
+
+    _run(mongo_url, scenario)
