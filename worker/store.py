@@ -62,7 +62,7 @@ from worker.core.errors import StoreUnavailable
 from worker.core.fingerprint import CROP_COUNT, HALVES, SIGNATURE_SIDE, VARIANTS
 from worker.core.grouping import Candidates
 from worker.core.hashing import HashedImage, phash_to_signed
-from worker.core.matching import Fingerprints, checksum_column, content_matrix, content_rows
+from worker.core.matching import Fingerprints, checksum_column, content_columns
 from worker.observability import UPLOAD_WRITES
 
 P = ParamSpec("P")
@@ -293,6 +293,7 @@ class _PrintColumns:
                 "identical bytes under `verified`; `dupfinder rehash` refreshes them",
                 self.missing,
             )
+        inside, inside_rows = content_columns(self.content_signatures)
         return Fingerprints(
             phashes=phashes.view(np.uint64),
             variants=_hash_matrix(self.variants, len(VARIANTS)),
@@ -309,8 +310,8 @@ class _PrintColumns:
             signature_rows=None
             if self.with_signatures
             else np.full(len(self.centres), -1, dtype=np.intp),
-            content_signatures=content_matrix(self.content_signatures),
-            content_rows=content_rows(self.content_signatures) if self.with_signatures else None,
+            content_signatures=inside,
+            content_rows=inside_rows if self.with_signatures else None,
         )
 
 

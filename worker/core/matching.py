@@ -166,6 +166,7 @@ def columns(images: Sequence[HashedImage]) -> Fingerprints:
     prints = [image.fingerprint for image in images if image.fingerprint is not None]
     if len(prints) != len(images):
         raise ValueError("every image needs a fingerprint (hash_image makes one)")
+    inside, inside_rows = content_columns([p.content_signature for p in prints])
     return Fingerprints(
         phashes=hex_column([p.phash for p in prints]),
         variants=hex_column([v for p in prints for v in p.variants]).reshape(-1, len(VARIANTS)),
@@ -179,23 +180,21 @@ def columns(images: Sequence[HashedImage]) -> Fingerprints:
         pixels=checksum_column([image.pixels_sha256 for image in images]),
         halves=hex_column([h or "0" for p in prints for h in p.halves]).reshape(-1, len(HALVES)),
         contents=hex_column([p.content_phash or "0" for p in prints]),
-        content_signatures=content_matrix([p.content_signature for p in prints]),
-        content_rows=content_rows([p.content_signature for p in prints]),
+        content_signatures=inside,
+        content_rows=inside_rows,
     )
 
 
-def content_matrix(signatures: Sequence[bytes | None]) -> NDArray[np.uint8]:
-    """The content signatures there are, in order, as rows (see `content_rows`)."""
-    present = b"".join(s for s in signatures if s is not None)
-    return np.frombuffer(present, dtype=np.uint8).reshape(-1, SIGNATURE_SIDE * SIGNATURE_SIDE)
-
-
-def content_rows(signatures: Sequence[bytes | None]) -> NDArray[np.intp]:
-    """Row of each asset's content signature in `content_matrix(signatures)`, -1 for none."""
+def content_columns(
+    signatures: Sequence[bytes | None],
+) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
+    """The content signatures there are, in order, as rows (`Fingerprints.content_signatures`),
+    and the row of each asset's (`Fingerprints.content_rows`, -1 for none)."""
     present = np.array([s is not None for s in signatures], dtype=bool)
     rows = np.full(len(signatures), -1, dtype=np.intp)
     rows[present] = np.arange(int(present.sum()))
-    return rows
+    matrix = np.frombuffer(b"".join(s for s in signatures if s is not None), dtype=np.uint8)
+    return matrix.reshape(-1, SIGNATURE_SIDE * SIGNATURE_SIDE), rows
 
 
 def hex_column(values: Sequence[str]) -> NDArray[np.uint64]:
@@ -229,14 +228,16 @@ def with_signatures(
     matrix = np.frombuffer(b"".join(s or blank for s in signatures), dtype=np.uint8)
     rows = np.full(len(prints.phashes), -1, dtype=np.intp)
     rows[assets] = np.arange(len(assets))
-    inside = list(contents) if contents is not None else [None] * len(assets)
+    inside, inside_rows = content_columns(
+        list(contents) if contents is not None else [None] * len(assets)
+    )
     framed = np.full(len(prints.phashes), -1, dtype=np.intp)
-    framed[assets] = content_rows(inside)
+    framed[assets] = inside_rows
     return replace(
         prints,
         signatures=matrix.reshape(-1, size),
         signature_rows=rows,
-        content_signatures=content_matrix(inside),
+        content_signatures=inside,
         content_rows=framed,
     )
 
@@ -497,21 +498,15 @@ def _confirm_block(
             kind[rows[ok]] = _CODE[name]
             similarity[rows[ok]] = score[ok]
             distance[rows[ok]] = bits[rows[ok]]
-    open_ = (kind < 0) & ~low
-    if open_.any():
-        rows = np.flatnonzero(open_)
-        score = _proposed_crop_similarity(prints, first[rows], second[rows])
-        near = score >= NEAR_SIMILARITY
-        kind[rows[near]] = _CODE["near"]
-        similarity[rows] = np.maximum(similarity[rows], score)
+    # Pairs still open may be crops beyond alignment's reach, or pictures in a border.
     framed = (prints.contents[first] != 0) | (prints.contents[second] != 0)
-    open_ = (kind < 0) & ~low & framed
-    if open_.any():
-        rows = np.flatnonzero(open_)
-        score = _content_similarity(prints, first[rows], second[rows])
-        near = score >= NEAR_SIMILARITY
-        kind[rows[near]] = _CODE["near"]
-        similarity[rows] = np.maximum(similarity[rows], score)
+    for scored, worth in ((_proposed_crop_similarity, ~low), (_content_similarity, framed)):
+        open_ = (kind < 0) & ~low & worth
+        if open_.any():
+            rows = np.flatnonzero(open_)
+            score = scored(prints, first[rows], second[rows])
+            kind[rows[score >= NEAR_SIMILARITY]] = _CODE["near"]
+            similarity[rows] = np.maximum(similarity[rows], score)
     return Matches(first, second, distance, kind, similarity)
 
 
