@@ -10,7 +10,15 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from worker.core import shrink as shrink_module
-from worker.core.shrink import SIDE, agrees_with_pillow, shrink
+from worker.core.shrink import SIDE, agrees_with_pillow, compile_ahead, shrink, uses_compiled
+
+
+@pytest.fixture(autouse=True)
+def compiled_shrink() -> None:
+    """Every test here runs the compiled loops, as a worker does (a process that never asks for
+    them resizes with Pillow, and would compare Pillow with itself)."""
+    compile_ahead()
+    assert uses_compiled()
 
 
 def _pillow(image: Image.Image, gap: float | None) -> NDArray[np.uint8]:

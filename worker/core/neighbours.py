@@ -24,7 +24,6 @@ from itertools import combinations, pairwise
 from math import comb
 from typing import Any
 
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -344,7 +343,7 @@ def _bits(
     return bits
 
 
-@numba.njit(inline="always")
+@compiled(inline=True)
 def _entry(table: NDArray[np.uint64], entry: np.int32, columns: np.uint32) -> np.uint64:
     # Unsigned division: Python's floor division of signed numbers took twice as long as the
     # random read of the entry (68 against 29 ms for three million entries).
@@ -353,7 +352,7 @@ def _entry(table: NDArray[np.uint64], entry: np.int32, columns: np.uint32) -> np
     return table[row, position - row * columns]
 
 
-@numba.njit(inline="always")
+@compiled(inline=True)
 def _rotated(value: np.uint64, skip: int) -> np.uint64:
     """`value` rotated right by `skip` bits."""
     skip %= 64
@@ -395,7 +394,7 @@ def _bucket_sort(
     return order, runs[1:]
 
 
-@numba.njit(inline="always")
+@compiled(inline=True)
 def _popcount(x: np.uint64) -> np.uint64:
     # The SWAR count, which LLVM turns into the CPU's popcnt instruction.
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
