@@ -207,3 +207,22 @@ def test_provenance_reads_the_library_versions_once(monkeypatch: pytest.MonkeyPa
         assert (made["imagehash"], made["pillow"]) == ("1.0", "1.0")
     finally:
         hashing._library_versions.cache_clear()
+
+
+@pytest.mark.parametrize("low, high", [(0.0, 0.0), (0.04, 0.0), (0.02, 0.02), (0.08, 0.5)])
+def test_trim_matrices_are_pillows_bilinear_resize_of_each_unit_vector(
+    low: float, high: float
+) -> None:
+    """The crop hashes' matrices come from one resize of an identity image; each of its columns
+    must be what Pillow makes of that unit vector alone, or the crop hashes would drift."""
+    from worker.core.fingerprint import trim_matrix
+
+    side = 32
+    matrix = trim_matrix(side, low, high)
+    for p in range(side):
+        unit = np.zeros((1, side), dtype=np.float32)
+        unit[0, p] = 1.0
+        line = Image.fromarray(unit, "F").resize(
+            (side, 1), Image.Resampling.BILINEAR, box=(side * low, 0, side * (1 - high), 1)
+        )
+        assert np.array_equal(matrix[:, p], np.asarray(line, dtype=np.float64)[0]), p

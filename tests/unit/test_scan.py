@@ -7,8 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from schemas.messages import Sort
 from tests.cli import dupfinder
 from tests.images import photo, write
 
@@ -119,3 +121,38 @@ def test_scan_radius_alone_means_phash_and_same_bytes_are_identical(tmp_path: Pa
 def test_scan_usage_errors(tmp_path: Path) -> None:
     assert run(str(tmp_path / "missing")).returncode == 2
     assert run(str(tmp_path), "--max-distance", "40").returncode == 2
+
+
+def test_one_worker_hashes_in_this_process_with_the_same_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-core scan starts no child (it would only add its start-up and copying), and finds
+    what a pool of two finds."""
+    from worker import scan as scanning
+    from worker.fetching import FetchLimits
+
+    make_folder(tmp_path)
+    write(tmp_path / "unreadable.jpg", photo(92))
+    (tmp_path / "unreadable.jpg").write_bytes(b"\xff\xd8 not really")
+
+    def found(workers: int) -> tuple[list[list[str]], list[str]]:
+        result = scanning.scan(
+            [str(tmp_path)],
+            match="verified",
+            max_distance=0,
+            limits=FetchLimits(10_000_000, 5.0, 5.0),
+            max_pixels=50_000_000,
+            sort=Sort(field="uploaded_at", order="desc"),
+            workers=workers,
+        )
+        sets = [[member.asset_id for member in s.assets] for s in result.sets]
+        return sets, [failure.path for failure in result.failures]
+
+    pooled = found(2)
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a one-worker scan started a process pool")
+
+    monkeypatch.setattr(scanning, "ProcessPoolExecutor", no_pool)
+    assert found(1) == pooled
+    assert pooled[0] and pooled[1] == [str(tmp_path / "unreadable.jpg")]
