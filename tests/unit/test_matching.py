@@ -282,3 +282,26 @@ def test_an_eight_percent_crop_is_confirmed_where_its_crop_hash_puts_it() -> Non
     found = matching.confirmed_pairs(matching.columns(images))
     assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
     assert matching.KINDS[int(found.kind[0])] == "near" and found.similarity[0] >= 0.92
+
+
+@pytest.mark.parametrize("corner", ["bottom-right", "top-left"])
+def test_a_bright_logo_on_a_dark_picture_is_confirmed_with_its_corner_left_out(
+    corner: str,
+) -> None:
+    """On a dark sky a bright logo and its credit line, rung out by the shrink, reach ten of
+    the signature's 32 pixels: the corner left out must cover them (8 left 0.81)."""
+    from benchmarks.corpus import package_file
+    from benchmarks.evaluation import _logo, _watermarked
+
+    path = package_file("skimage", "data", "rocket.jpg")
+    assert path is not None
+    with Image.open(path) as image:
+        photo = image.convert("RGB")
+    stamped = _watermarked(photo, corner, 0.20, _logo())
+    chosen, hashed = evaluation()
+    stereo = hashed[chosen.index(next(s for s in chosen if s.name == "motorcycle right view"))]
+    images = [hash_image(_jpeg(photo), max_pixels=50_000_000)]
+    images += [hash_image(_jpeg(stamped), max_pixels=50_000_000), stereo]
+    found = matching.confirmed_pairs(matching.columns(images))
+    assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
+    assert found.similarity[0] >= matching.NEAR_SIMILARITY

@@ -607,8 +607,12 @@ def _crop_axes() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     return rows, cols
 
 
-#: Side of the corner square left out by `masked_similarity`, as a share of the side.
-CORNER_SHARE = 0.25
+#: Side of the corner square left out by `masked_similarity`, as a share of the side: 11 of 32
+#: pixels. A logo 20 % wide, 2 % in from the edges, with a line of credit under it and the
+#: Lanczos shrink's ringing around it, reaches 9-10 pixels; a square of 8 left the tuning half's
+#: logos on dark pictures at 0.81-0.92, one of 11 lifts them to 0.998 (`benchmarks/holdout.py`),
+#: and the hard negatives proposed as candidates stay under 0.77.
+CORNER_SHARE = 0.34
 #: Depth of the band along one edge left out by `masked_similarity`, as a share of the side.
 BAND_SHARE = 0.125
 
