@@ -305,3 +305,24 @@ def test_a_bright_logo_on_a_dark_picture_is_confirmed_with_its_corner_left_out(
     found = matching.confirmed_pairs(matching.columns(images))
     assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
     assert found.similarity[0] >= matching.NEAR_SIMILARITY
+
+
+def test_a_narrower_aspect_cut_is_confirmed_at_the_trim_its_crop_hash_names() -> None:
+    """5 % off the left and the right of a star field: no alignment of the whole lifts it over
+    the threshold (0.87), the crop hash of that trim proposes it within 2 bits and says where
+    it lies."""
+    from benchmarks.corpus import package_file
+
+    path = package_file("skimage", "data", "hubble_deep_field.jpg")
+    assert path is not None
+    with Image.open(path) as image:
+        photo = image.convert("RGB")
+    w, h = photo.size
+    narrower = photo.crop((round(w * 0.05), 0, w - round(w * 0.05), h))
+    chosen, hashed = evaluation()
+    stereo = hashed[chosen.index(next(s for s in chosen if s.name == "motorcycle right view"))]
+    images = [hash_image(_jpeg(photo), max_pixels=50_000_000)]
+    images += [hash_image(_jpeg(narrower), max_pixels=50_000_000), stereo]
+    found = matching.confirmed_pairs(matching.columns(images))
+    assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
+    assert found.similarity[0] >= matching.NEAR_SIMILARITY

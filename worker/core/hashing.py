@@ -35,8 +35,8 @@ from worker.core.shrink import SIDE, shrink
 
 #: Bumped whenever the bits a given image hashes to may change, so stored hashes can be replayed.
 #: 4: the picture inside a uniform border (`borders`) is hashed too; 5: so are the halves;
-#: 6: and five wider crops.
-HASH_VERSION = 6
+#: 6: and five wider crops; 7: and one of 5 % off the left and the right.
+HASH_VERSION = 7
 
 #: Reduced decoding stops before the image gets smaller than this on either side. Drafting a JPEG
 #: straight down to 8 px drifts the hash by about 0.5 bits and costs exact-match recall; from

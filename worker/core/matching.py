@@ -101,7 +101,7 @@ class Fingerprints:
     """Shape (n, 4): mirror, rot90, rot180, rot270 (see `fingerprint.VARIANTS`)."""
     centres: NDArray[np.uint64]
     crops: NDArray[np.uint64]
-    """Shape (n, 14): see `fingerprint.CROPS` and `fingerprint.WIDE_CROPS`."""
+    """Shape (n, CROP_COUNT): see `fingerprint.CROPS` and `fingerprint.WIDE_CROPS`."""
     signatures: NDArray[np.uint8]
     """Shape (rows, SIGNATURE_SIDE ** 2): one row per asset, or per asset in `signature_rows`."""
     low_detail: NDArray[np.bool_]
