@@ -133,3 +133,22 @@ def test_a_frame_around_a_picture_with_a_wide_flat_side_is_still_peeled() -> Non
     border = content_box(_gray(framed))
     assert border is not None and border.frame == border.picture
     assert border.picture == (16, 9, framed.width - 16, framed.height - 9)
+
+
+@pytest.mark.parametrize("name", ["moon.png", "camera.png", "microaneurysms.png", "retina.jpg"])
+def test_inside_an_added_frame_only_the_frame_is_peeled(name: str) -> None:
+    """A frame added around a photograph whose own edge is flat or dark: what the frame
+    surrounds is the original whole, so the copy's content hash lands on the original's pHash.
+    Peeling on into the photograph's own edge put it 6-18 bits away."""
+    from benchmarks.corpus import package_file
+
+    path = package_file("skimage", "data", name)
+    assert path is not None
+    with Image.open(path) as image:
+        original = image.convert("RGB")
+    plain = hash_image(encode(original, "JPEG", quality=95), max_pixels=50_000_000)
+    framed = _framed(original, 0.05, (255, 255, 255))
+    copy = hash_image(encode(framed, "JPEG", quality=92), max_pixels=50_000_000)
+    assert copy.fingerprint is not None and copy.fingerprint.content_phash is not None
+    bits = int(copy.fingerprint.content_phash, 16) ^ int(plain.phash, 16)
+    assert bits.bit_count() <= matching.CONTENT_RADIUS

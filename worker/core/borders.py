@@ -5,7 +5,10 @@ pHash 20-30 bits and shifts every pixel of the 32 x 32 signature), but its conte
 original. So each image's rows and columns of one flat colour are peeled off its edges, and the
 matcher also hashes what is left. A photograph whose own edge is flat (sky, a studio backdrop,
 the black around a telescope's disc) is trimmed too, which does no harm: its content is
-compared with the other picture whole, and with the other's content.
+compared with the other picture whole, and with the other's content. Where the outermost border
+is even on opposite sides, as an added frame is, only that border is peeled for the hash: a
+soft flat edge inside it (the black fading around a disc) ends a few lines off from where the
+original's own peel ends, and the whole inside the frame is the original exactly.
 
 Pure: a greyscale array in, a box out.
 """
@@ -40,12 +43,13 @@ class Border:
     """Where the picture is inside an image's uniform borders."""
 
     picture: Box
-    """Inside every border peeled: what the matcher hashes."""
+    """Inside every border peeled: what the matcher hashes when there is no `frame`."""
     frame: Box | None
     """Inside the outermost border when it is even on opposite sides, as a frame, a mat or
     letterboxing added around a picture is (a photograph's own flat edge, sky or the black
     around a disc, seldom is): the pixels that count as the picture's when originals are
-    ranked. None when the outermost border is not so."""
+    ranked, and what the matcher hashes (the original as it was before the frame was added).
+    None when the outermost border is not so."""
 
 
 def content_box(pixels: NDArray[np.uint8]) -> Border | None:

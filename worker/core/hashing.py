@@ -35,7 +35,8 @@ from worker.core.shrink import SIDE, shrink
 
 #: Bumped whenever the bits a given image hashes to may change, so stored hashes can be replayed.
 #: 4: the picture inside a uniform border (`borders`) is hashed too; 5: so are the halves;
-#: 6: and five wider crops; 7: and one of 5 % off the left and the right.
+#: 6: and five wider crops; 7: and one of 5 % off the left and the right, and inside an even
+#: outer frame only the frame is peeled.
 HASH_VERSION = 7
 
 #: Reduced decoding stops before the image gets smaller than this on either side. Drafting a JPEG
@@ -384,7 +385,12 @@ def _phash_inputs(
     if border.frame is not None:
         left, top, right, bottom = border.frame
         share = (right - left) * (bottom - top) / (gray.width * gray.height)
-    return _shrunk(gray), _shrunk(gray.crop(border.picture)), share
+    # Inside an even outer border (a frame, a mat, letterboxing added around a picture), that
+    # border alone is peeled: what it surrounds is the original as it was, where peeling on
+    # into the picture's own soft flat edge (the black around a disc) lands a few lines off
+    # from where the original's own peel does.
+    inside = border.frame if border.frame is not None else border.picture
+    return _shrunk(gray), _shrunk(gray.crop(inside)), share
 
 
 def _shrunk(gray: Image.Image) -> NDArray[np.uint8]:
