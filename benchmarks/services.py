@@ -75,10 +75,13 @@ def worker(
     with contextlib.closing(pika.BlockingConnection(pika.URLParameters(AMQP_URL))) as connection:
         channel = connection.channel()
         for route in ACTORS.values():
-            for queue in (route.queue_name, delay_queue(route.queue_name)):
+            name = route.queue_name
+            for queue in (name, delay_queue(name), dead_letter_queue(name)):
+                # A queue no worker has declared yet (a fresh broker) closes the channel.
+                if channel.is_closed:
+                    channel = connection.channel()
                 with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):
                     channel.queue_purge(queue)
-                    channel.queue_purge(dead_letter_queue(route.queue_name))
     process = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "worker", "--processes", str(processes)],
         env={
