@@ -101,9 +101,10 @@ def test_cross_pairs_are_exactly_the_brute_force_pairs(n: int, radius: int) -> N
     assert len(found) > 0 or radius < 2
 
 
+@pytest.mark.parametrize("threads", [1, 3])  # three: the threads' shares of a table differ
 @pytest.mark.parametrize(("n", "columns"), [(700, 3), (BRUTE_FORCE_MAX + 1, 3), (5000, 7)])
 def test_cross_pairs_over_several_hashes_per_asset_report_each_pair_once_at_its_closest(
-    n: int, columns: int
+    n: int, columns: int, threads: int
 ) -> None:
     hashes = photo_like_hashes(n, seed=5)
     rng = np.random.default_rng(6)
@@ -113,7 +114,7 @@ def test_cross_pairs_over_several_hashes_per_asset_report_each_pair_once_at_its_
     # and the same partner exactly in a later column (with 7 columns, in another index group)
     queries[::5, columns - 1] = hashes[partner[::5]]
     queries[1::9, 1] = hashes[1::9]  # an asset's own hash is never a pair
-    first, second, distance = cross_pairs(queries, hashes, 4)
+    first, second, distance = cross_pairs(queries, hashes, 4, threads=threads)
     found = list(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True))
     expected = set()
     for i in range(n):
