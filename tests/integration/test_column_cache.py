@@ -19,6 +19,7 @@ from tests.images import encode, photo
 from worker import column_cache
 from worker.column_cache import ColumnCache
 from worker.core import matching
+from worker.core.fingerprint import CROP_COUNT
 from worker.core.grouping import Candidates
 from worker.core.hashing import HashedImage, hash_image, provenance
 from worker.observability import REGISTRY
@@ -354,23 +355,32 @@ def test_an_asset_hashed_before_the_wide_crops_and_halves_reads_with_none(
     mongo_url: str,
 ) -> None:
     async def scenario(ours: AssetStore, theirs: AssetStore) -> None:
-        # Given an asset stored as version 5 stored it: nine crop hashes, no halves
+        # Given an asset stored as version 5 stored it: nine crop hashes, no halves; and one
+        # as version 6 did: fourteen crop hashes (before the aspect cut's)
         await _save(theirs, "p", "old", 1)
+        await _save(theirs, "p", "v6", 3)
         await _save(theirs, "p", "new", 2)
         await theirs._assets.update_one(
             {"portal_id": "p", "asset_id": "old"},
             [{"$set": {"crops": {"$literal": bytes(range(72))}}}, {"$unset": "halves"}],
+        )
+        await theirs._assets.update_one(
+            {"portal_id": "p", "asset_id": "v6"},
+            [{"$set": {"crops": {"$literal": bytes(range(112))}}}],
         )
         columns = await ours.candidates(
             "p", Scope(), with_titles=False, with_prints=True, with_signatures=False
         )
         prints = columns.prints
         assert prints is not None
-        old, new = columns.asset_ids.index("old"), columns.asset_ids.index("new")
-        # Then its crops are the nine it has and five zeros, and its halves are unknown (0)
-        assert prints.crops.shape == (2, 14)
+        old, v6, new = (columns.asset_ids.index(name) for name in ("old", "v6", "new"))
+        # Then its crops are the nine it has and zeros, and its halves are unknown (0)
+        assert prints.crops.shape == (3, CROP_COUNT) and CROP_COUNT == 15
         assert prints.crops[old, :9].tolist() == _hash_values(bytes(range(72)))
-        assert prints.crops[old, 9:].tolist() == [0] * 5 and prints.halves[old].tolist() == [0] * 4
+        assert prints.crops[old, 9:].tolist() == [0] * 6 and prints.halves[old].tolist() == [0] * 4
+        # and the version 6 asset's are its fourteen and a zero
+        assert prints.crops[v6, :14].tolist() == _hash_values(bytes(range(112)))
+        assert prints.crops[v6, 14] == 0 and (prints.halves[v6] != 0).all()
         assert (prints.crops[new] != 0).all() and (prints.halves[new] != 0).all()
 
     _run(mongo_url, scenario)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from worker.core.fingerprint import CROP_COUNT
 from worker.core.matching import (
     CENTRE_RADIUS,
     CONTENT_RADIUS,
@@ -35,7 +36,7 @@ def related_prints(n: int, seed: int) -> Fingerprints:
     def random(*shape: int) -> np.ndarray:
         return rng.integers(0, 2**64 - 1, shape, dtype=np.uint64, endpoint=True)
 
-    phashes, centres, variants, crops = random(n), random(n), random(n, 4), random(n, 14)
+    phashes, centres, variants, crops = random(n), random(n), random(n, 4), random(n, CROP_COUNT)
     contents = np.where(rng.random(n) < 0.2, random(n), 0).astype(np.uint64)
     # Halves, but none for one asset in ten (hashed before halves were)
     halves = np.where(rng.random((n, 1)) < 0.1, 0, random(n, 4)).astype(np.uint64)
@@ -52,7 +53,7 @@ def related_prints(n: int, seed: int) -> Fingerprints:
         elif rule == 2:
             variants[a, k % 4] = _near(rng, phashes[b], k % (TURN_RADIUS + 2))
         elif rule == 3:
-            crops[a, k % 14] = _near(rng, phashes[b], k % (CROP_RADIUS + 2))
+            crops[a, k % CROP_COUNT] = _near(rng, phashes[b], k % (CROP_RADIUS + 2))
         elif rule == 4:
             content[b] = content[a]
         elif rule == 5:
