@@ -13,6 +13,7 @@ from PIL import Image
 from schemas.messages import Sort
 from tests.cli import dupfinder
 from tests.images import photo, write
+from worker.scan import ScanResult
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -123,28 +124,35 @@ def test_scan_usage_errors(tmp_path: Path) -> None:
     assert run(str(tmp_path), "--max-distance", "40").returncode == 2
 
 
+def scan_in_process(folder: Path, workers: int) -> ScanResult:
+    """`worker.scan.scan` over `folder` with the command's defaults."""
+    from worker.fetching import FetchLimits
+    from worker.scan import scan
+
+    return scan(
+        [str(folder)],
+        match="verified",
+        max_distance=0,
+        limits=FetchLimits(10_000_000, 5.0, 5.0),
+        max_pixels=50_000_000,
+        sort=Sort(field="uploaded_at", order="desc"),
+        workers=workers,
+    )
+
+
 def test_one_worker_hashes_in_this_process_with_the_same_sets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A one-core scan starts no child (it would only add its start-up and copying), and finds
     what a pool of two finds."""
     from worker import scan as scanning
-    from worker.fetching import FetchLimits
 
     make_folder(tmp_path)
     write(tmp_path / "unreadable.jpg", photo(92))
     (tmp_path / "unreadable.jpg").write_bytes(b"\xff\xd8 not really")
 
     def found(workers: int) -> tuple[list[list[str]], list[str]]:
-        result = scanning.scan(
-            [str(tmp_path)],
-            match="verified",
-            max_distance=0,
-            limits=FetchLimits(10_000_000, 5.0, 5.0),
-            max_pixels=50_000_000,
-            sort=Sort(field="uploaded_at", order="desc"),
-            workers=workers,
-        )
+        result = scan_in_process(tmp_path, workers)
         sets = [[member.asset_id for member in s.assets] for s in result.sets]
         return sets, [failure.path for failure in result.failures]
 
@@ -156,3 +164,30 @@ def test_one_worker_hashes_in_this_process_with_the_same_sets(
     monkeypatch.setattr(scanning, "ProcessPoolExecutor", no_pool)
     assert found(1) == pooled
     assert pooled[0] and pooled[1] == [str(tmp_path / "unreadable.jpg")]
+
+
+def test_only_files_whose_size_another_shares_are_checksummed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte copy has its original's size; files of a size no other has skip the checksum,
+    and byte copies are still named `identical`."""
+    from worker.core import hashing
+
+    make_folder(tmp_path)
+    (tmp_path / "again.png").write_bytes((tmp_path / "big.png").read_bytes())
+    summed: list[int] = []
+    real = hashing.sha256_hex
+
+    def counted(data: bytes) -> str:
+        summed.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(hashing, "sha256_hex", counted)
+    result = scan_in_process(tmp_path, 1)
+    big = (tmp_path / "big.png").stat().st_size
+    assert summed == [big, big]
+    (dup_set,) = result.sets
+    matches = {m.asset_id: m.match for m in dup_set.assets}
+    again, copy = str(tmp_path / "again.png"), str(tmp_path / "sub" / "copy.jpg")
+    assert "identical" in {matches.get(again), matches.get(str(tmp_path / "big.png"))}
+    assert matches[copy] not in ("identical", None)
