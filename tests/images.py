@@ -14,6 +14,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
+def sample_photo(name: str) -> Image.Image:
+    """One of scikit-image's sample photographs (the `test` extra installs it), in RGB."""
+    from benchmarks.corpus import package_file
+
+    path = package_file("skimage", "data", name)
+    assert path is not None, f"scikit-image has no {name}"
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
     """A photo-like RGB picture, the same for the same seed."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.images import encode, photo
+from tests.images import encode, photo, sample_photo
 from worker.core import grouping, matching
 from worker.core.borders import content_box
 from worker.core.hashing import hash_image
@@ -140,12 +140,7 @@ def test_inside_an_added_frame_only_the_frame_is_peeled(name: str) -> None:
     """A frame added around a photograph whose own edge is flat or dark: what the frame
     surrounds is the original whole, so the copy's content hash lands on the original's pHash.
     Peeling on into the photograph's own edge put it 6-18 bits away."""
-    from benchmarks.corpus import package_file
-
-    path = package_file("skimage", "data", name)
-    assert path is not None
-    with Image.open(path) as image:
-        original = image.convert("RGB")
+    original = sample_photo(name)
     plain = hash_image(encode(original, "JPEG", quality=95), max_pixels=50_000_000)
     framed = _framed(original, 0.05, (255, 255, 255))
     copy = hash_image(encode(framed, "JPEG", quality=92), max_pixels=50_000_000)

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from benchmarks.evaluation import Sample, samples
 from benchmarks.quality import original_order
+from tests.images import sample_photo
 from worker.core import grouping, matching
 from worker.core.fingerprint import CROP_SHARE, CROPS, LOW_DETAIL_BELOW, WIDE_CROPS, fingerprint
 from worker.core.hashing import HashedImage, hash_image
@@ -284,25 +285,26 @@ def test_an_eight_percent_crop_is_confirmed_where_its_crop_hash_puts_it() -> Non
     assert matching.KINDS[int(found.kind[0])] == "near" and found.similarity[0] >= 0.92
 
 
+def _confirmed_beside_the_stereo_view(photo: Image.Image, copy: Image.Image) -> matching.Matches:
+    """The pairs confirmed among `photo`, `copy` (both as JPEGs) and the stereo pair's other
+    view, which must stay apart from both."""
+    chosen, hashed = evaluation()
+    stereo = hashed[chosen.index(next(s for s in chosen if s.name == "motorcycle right view"))]
+    images = [hash_image(_jpeg(photo), max_pixels=50_000_000)]
+    images += [hash_image(_jpeg(copy), max_pixels=50_000_000), stereo]
+    return matching.confirmed_pairs(matching.columns(images))
+
+
 @pytest.mark.parametrize("corner", ["bottom-right", "top-left"])
 def test_a_bright_logo_on_a_dark_picture_is_confirmed_with_its_corner_left_out(
     corner: str,
 ) -> None:
     """On a dark sky a bright logo and its credit line, rung out by the shrink, reach ten of
     the signature's 32 pixels: the corner left out must cover them (8 left 0.81)."""
-    from benchmarks.corpus import package_file
     from benchmarks.evaluation import _logo, _watermarked
 
-    path = package_file("skimage", "data", "rocket.jpg")
-    assert path is not None
-    with Image.open(path) as image:
-        photo = image.convert("RGB")
-    stamped = _watermarked(photo, corner, 0.20, _logo())
-    chosen, hashed = evaluation()
-    stereo = hashed[chosen.index(next(s for s in chosen if s.name == "motorcycle right view"))]
-    images = [hash_image(_jpeg(photo), max_pixels=50_000_000)]
-    images += [hash_image(_jpeg(stamped), max_pixels=50_000_000), stereo]
-    found = matching.confirmed_pairs(matching.columns(images))
+    photo = sample_photo("rocket.jpg")
+    found = _confirmed_beside_the_stereo_view(photo, _watermarked(photo, corner, 0.20, _logo()))
     assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
     assert found.similarity[0] >= matching.NEAR_SIMILARITY
 
@@ -311,18 +313,9 @@ def test_a_narrower_aspect_cut_is_confirmed_at_the_trim_its_crop_hash_names() ->
     """5 % off the left and the right of a star field: no alignment of the whole lifts it over
     the threshold (0.87), the crop hash of that trim proposes it within 2 bits and says where
     it lies."""
-    from benchmarks.corpus import package_file
-
-    path = package_file("skimage", "data", "hubble_deep_field.jpg")
-    assert path is not None
-    with Image.open(path) as image:
-        photo = image.convert("RGB")
+    photo = sample_photo("hubble_deep_field.jpg")
     w, h = photo.size
     narrower = photo.crop((round(w * 0.05), 0, w - round(w * 0.05), h))
-    chosen, hashed = evaluation()
-    stereo = hashed[chosen.index(next(s for s in chosen if s.name == "motorcycle right view"))]
-    images = [hash_image(_jpeg(photo), max_pixels=50_000_000)]
-    images += [hash_image(_jpeg(narrower), max_pixels=50_000_000), stereo]
-    found = matching.confirmed_pairs(matching.columns(images))
+    found = _confirmed_beside_the_stereo_view(photo, narrower)
     assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
     assert found.similarity[0] >= matching.NEAR_SIMILARITY
