@@ -81,17 +81,19 @@ def image_files(paths: Iterable[str]) -> Iterator[Path]:
             yield path
 
 
-def checksummed(files: list[str]) -> list[bool]:
-    """Which files need their bytes' checksum: only those whose size another file shares can
-    be a byte copy (`identical`), so the others skip it (4-5 % of a JPEG's decode)."""
-    sizes = []
-    for path in files:
-        try:
-            sizes.append(os.stat(path).st_size)
-        except OSError:
-            sizes.append(-1)  # its read will fail and say why
+def checksummed(sizes: list[int]) -> list[bool]:
+    """Which files, by their sizes in bytes, need their bytes' checksum: only those whose size
+    another file shares can be a byte copy (`identical`), so the others skip it (4-5 % of a
+    JPEG's decode)."""
     counts = Counter(sizes)
     return [counts[size] > 1 for size in sizes]
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None  # its read will fail and say why
 
 
 def _hash_file(
@@ -116,8 +118,9 @@ def scan(
 ) -> ScanResult:
     """Hash every image under `paths` and group the duplicates."""
     files = [str(p) for p in image_files(paths)]
-    n, checksums = len(files), checksummed(files)
-    if len(files) >= COMPILED_SHRINK_FROM:
+    stats = [_stat(path) for path in files]  # once: sizes for the checksums, times for the sets
+    n, checksums = len(files), checksummed([s.st_size if s else -1 for s in stats])
+    if n >= COMPILED_SHRINK_FROM:
         shrink.compile_ahead()  # before the pool forks, so that its children inherit the loops
     hashed: list[tuple[str, HashedImage]] = []
     failures: list[ScanFailure] = []
@@ -138,14 +141,16 @@ def scan(
             else:
                 hashed.append((path, outcome))
             if progress is not None:
-                progress(done, len(files))
+                progress(done, n)
+    mtimes = {path: stat.st_mtime for path, stat in zip(files, stats, strict=True) if stat}
     return ScanResult(
-        _group(hashed, match, max_distance, sort, threads=workers), len(files), failures
+        _group(hashed, mtimes, match, max_distance, sort, threads=workers), n, failures
     )
 
 
 def _group(
     hashed: list[tuple[str, HashedImage]],
+    modified: dict[str, float],
     match: MatchRule,
     max_distance: int,
     sort: Sort,
@@ -153,7 +158,7 @@ def _group(
     threads: int,
 ) -> list[DuplicateSet]:
     ids = [path for path, _ in hashed]
-    mtimes = [datetime.fromtimestamp(os.stat(path).st_mtime, UTC) for path in ids]
+    mtimes = [datetime.fromtimestamp(modified[path], UTC) for path in ids]
     candidates = grouping.Candidates(
         asset_ids=ids,
         phashes=np.array([int(h.phash, 16) for _, h in hashed], dtype=np.uint64),
