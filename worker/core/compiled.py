@@ -56,7 +56,7 @@ def _materialise(deferred: Deferred) -> None:
             return
         module = sys.modules.get(deferred.function.__module__)
         namespace = vars(module) if module is not None else {}
-        siblings = [v for v in namespace.values() if isinstance(v, Deferred)] or [deferred]
+        siblings = [v for v in namespace.values() if isinstance(v, Deferred)]
         if deferred not in siblings:  # a function defined outside any imported module
             siblings.append(deferred)
         for sibling in siblings:

@@ -86,8 +86,9 @@ def cross_pairs(
     # way round there are fewer keys. At most `_COLUMNS_PER_INDEX` columns per index, spread
     # evenly (nine crop columns: three indexes of three).
     groups = -(-per_asset // _COLUMNS_PER_INDEX)
-    bounds = np.linspace(0, per_asset, groups + 1).round().astype(int).tolist()
-    parts = [_search(flat[:, lo:hi], radius, hashes, threads) for lo, hi in pairwise(bounds)]
+    parts = [
+        _search(flat[:, lo:hi], radius, hashes, threads) for lo, hi in _shares(per_asset, groups)
+    ]
     second, first, distance = (np.concatenate(column) for column in zip(*parts, strict=True))
     return _closest_once(first, second, distance)
 
@@ -247,8 +248,7 @@ def _plan(n: int, radius: int, probes: int | None = None) -> list[tuple[int, int
 
 def _split(m: int) -> list[tuple[int, int]]:
     """The 64 bits as `m` chunks (shift, width) of near-equal widths."""
-    bounds = np.linspace(0, 64, m + 1).round().astype(int)
-    return [(int(lo), int(hi - lo)) for lo, hi in pairwise(bounds)]
+    return [(lo, hi - lo) for lo, hi in _shares(64, m)]
 
 
 def _brute_force(
@@ -329,9 +329,9 @@ class _Chunk:
         return cls(order, values, starts, probe_order, keys, probe_values)
 
 
-def _shares(size: int, threads: int) -> list[tuple[int, int]]:
-    """`range(size)` cut into `threads` consecutive (start, stop) parts of near-equal length."""
-    bounds = np.linspace(0, size, threads + 1).round().astype(int).tolist()
+def _shares(size: int, parts: int) -> list[tuple[int, int]]:
+    """`range(size)` cut into `parts` consecutive (start, stop) parts of near-equal length."""
+    bounds = np.linspace(0, size, parts + 1).round().astype(int).tolist()
     return list(pairwise(bounds))
 
 
