@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
@@ -40,7 +39,10 @@ class GracefulStop(Middleware):
         self.grace_s = grace_s
         self._stopping = threading.Event()
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        # As soon as the broker module is loaded in a worker process, before the worker boots:
+        # booting (opening the store, compiling loops, declaring queues) starts threads and
+        # can take seconds, and a group SIGTERM in that window met Dramatiq's "kill now".
         if threading.current_thread() is not threading.main_thread():
             return
         dramatiqs = signal.getsignal(signal.SIGTERM)
