@@ -56,15 +56,16 @@ class Run:
 
 
 #: The configurations compared, the first the baseline: how uploads were written before (each
-#: first upload marked pending at once, then its result; every write its own request), then
-#: the batched requests alone, then the default (one write a first upload, batched).
+#: first upload looked up, marked pending at once, then updated with its result; every read and
+#: write its own request: `DUPFINDER_WRITE_BATCH=1` sends look-ups alone too), then the same
+#: with reads and writes batched, then the default (a first upload one insert, batched).
 CONFIGURATIONS = [
     (
-        "pending at once, each write alone",
+        "pending at once, each read/write alone",
         {"DUPFINDER_PENDING_AFTER_S": "0", "DUPFINDER_WRITE_BATCH": "1"},
     ),
-    ("pending at once, writes batched", {"DUPFINDER_PENDING_AFTER_S": "0"}),
-    ("one write an upload, batched (default)", {}),
+    ("pending at once, batched", {"DUPFINDER_PENDING_AFTER_S": "0"}),
+    ("one insert an upload, batched (default)", {}),
 ]
 
 

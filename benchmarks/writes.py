@@ -4,9 +4,11 @@
 
 Starts its own SecantusDB server (unless `--url` names a server), creates the `assets` indexes
 the worker creates, and measures the server's CPU per operation for the writes an upload makes
-(the pending insert, the look-up of a re-upload, the upsert of the hash) and for the upsert sent
-in bulks of 4 and 16, as `worker.batching` sends them. The single upsert is the baseline of the
-bulk rows. Documents carry a fingerprint-sized binary field, as hashed assets do.
+(the pending insert, the look-up, the upsert of the hash) and for the upsert sent in bulks of 4
+and 16, the insert of a first upload's hashed document and the look-ups sent 16 at a time, as
+`worker.batching` sends them. A bulk row's baseline is the last single row of its kind above
+it (the upsert alone, or the projected look-up of a hashed asset). Documents carry a
+fingerprint-sized binary field, as hashed assets do.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pymongo
-from pymongo import UpdateOne
+from pymongo import InsertOne, UpdateOne
 
 from benchmarks import services
 from benchmarks.e2e import _cpu_seconds
@@ -40,18 +42,21 @@ def _key(n: int) -> dict[str, str]:
     return {"portal_id": "bench", "asset_id": f"a{n}"}
 
 
+def _hashed_document(n: int, prefix: str) -> dict[str, Any]:
+    return {
+        **_document(n, prefix),
+        "state": "hashed",
+        "phash": "8f3a" * 4,
+        "width": 4000,
+        "height": 3000,
+        "prints": b"\x01" * 1200,
+    }
+
+
 def _hashed(n: int, prefix: str) -> UpdateOne:
     return UpdateOne(
         {"portal_id": "bench", "asset_id": f"{prefix}{n}", "state": {"$in": LIVE}},
-        {
-            "$set": {
-                "state": "hashed",
-                "phash": "8f3a" * 4,
-                "width": 4000,
-                "height": 3000,
-                "prints": b"\x01" * 1200,
-            }
-        },
+        {"$set": _hashed_document(n, prefix)},
         upsert=True,
     )
 
@@ -109,10 +114,30 @@ def run(url: str, pid: int | None, n: int) -> None:
             ),
             16,
         ),
+        (
+            "insert the hashed, bulk of 16",
+            lambda i: assets.bulk_write(
+                [InsertOne(_hashed_document(16 * i + k, "h")) for k in range(16)], ordered=False
+            ),
+            16,
+        ),
+        (
+            "look up 16 in one find",
+            lambda i: list(
+                assets.find(
+                    {
+                        "portal_id": "bench",
+                        "asset_id": {"$in": [f"h{16 * i + k}" for k in range(16)]},
+                    },
+                    UPLOAD_STATE_FIELDS,
+                )
+            ),
+            16,
+        ),
     ]
     print(f"\n== one upload's writes, {n} operations a row ({'SecantusDB' if pid else url})")
     print(f"{'operation':<30} {'server CPU/op':>14} {'wall/op':>10}")
-    baseline = 0.0
+    alone: dict[bool, float] = {}  # the last single write's and look-up's CPU
     for label, operation, per_call in rows:
         calls = max(1, n // per_call)
         cpu_before = _cpu_seconds(pid) if pid else 0.0
@@ -121,8 +146,9 @@ def run(url: str, pid: int | None, n: int) -> None:
             operation(i)
         wall = (time.perf_counter() - started) / (calls * per_call)
         cpu = ((_cpu_seconds(pid) - cpu_before) / (calls * per_call)) if pid else float("nan")
-        if label == "upsert the hash, alone":
-            baseline = cpu
+        if per_call == 1:
+            alone[label.startswith("look up")] = cpu
+        baseline = alone.get(label.startswith("look up"), 0.0)
         ratio = f"  {baseline / cpu:.2f}x less than alone" if per_call > 1 and pid else ""
         print(f"{label:<30} {cpu * 1000:>11.2f} ms {wall * 1000:>7.2f} ms{ratio}")
     client.drop_database("bench_writes")

@@ -20,6 +20,7 @@ Failure sorting, per actor:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -85,6 +86,7 @@ from worker.core.errors import (
     InvalidMessage,
     PermanentError,
     SourceError,
+    StoreUnavailable,
     TransientError,
     clipped,
     describe,
@@ -336,16 +338,27 @@ def _read_and_hash(
     source: str,
     limits: FetchLimits,
     max_pixels: int,
-    known_sha256: str | None,
+    stored: Callable[[], dict[str, Any] | None],
     budget: DecodeBudget,
-) -> tuple[str, HashedImage | None]:
-    """Runs on a hashing thread: the bytes' checksum, and their hash unless they are known."""
+) -> tuple[dict[str, Any] | None, HashedImage | None]:
+    """Runs on a hashing thread: the asset's stored state, then, unless it is deleted or holds
+    the hash of these same bytes, their hash.
+
+    The state is waited for here, when the upload leaves the queue of the hashing threads, not
+    when it was received: the look-ups of the uploads received meanwhile go in one query.
+    """
+    existing = stored()
+    if existing is not None and existing["state"] == DELETED:
+        return existing, None
+    # Unchanged bytes need no new hash, unless the stored one was made by an older method.
+    current = existing is not None and is_current(existing.get("hash_provenance"))
+    known = existing.get("sha256") if existing and existing["state"] == HASHED and current else None
     with HASHING.busy():
         data = fetch(source, limits)
         checksum = sha256_hex(data)
-        if checksum == known_sha256:
-            return checksum, None
-        return checksum, hash_image(
+        if checksum == known:
+            return existing, None
+        return existing, hash_image(
             data, max_pixels=max_pixels, sha256=checksum, admit=budget.reserve
         )
 
@@ -353,17 +366,31 @@ def _read_and_hash(
 async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
     """Hash the uploaded image and store it with the asset's metadata; publish `asset.hashed`.
 
-    A first upload is written once, with its outcome: it is marked `pending` only when its
-    fetch and hash outlast `DUPFINDER_PENDING_AFTER_S`, so the database's cost of an upload is
-    one look-up (a read, far cheaper than a write) and one write.
+    A first upload is written once, with its outcome, as an insert: it is marked `pending` only
+    when its fetch and hash outlast `DUPFINDER_PENDING_AFTER_S`. Its look-up shares a query with
+    those of the uploads received while it waited for a hashing thread, so the database's cost
+    of an upload is a share of a read and a share of a bulk insert.
     """
-    existing = await rt.store.upload_state(upload.portal_id, upload.asset_id)
-    if existing is not None and existing["state"] == DELETED:
-        await _refuse_deleted(rt, upload, delivery)
-        return
-    # Unchanged bytes need no new hash, unless the stored one was made by an older method.
-    current = existing is not None and is_current(existing.get("hash_provenance"))
-    known = existing.get("sha256") if existing and existing["state"] == HASHED and current else None
+    with rt.store.asset_writes.coming():  # its write may share a request with the others'
+        await _fetch_hash_store(upload, rt, delivery)
+
+
+async def _fetch_hash_store(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -> None:
+    loop = asyncio.get_running_loop()
+    asked = rt.store.ask_upload_state(upload.portal_id, upload.asset_id)
+    # The longest one query may take by the client's own bounds (server selection, then the
+    # socket's timeout), so that a hashing thread never waits for ever on a lost event loop.
+    timeout_s = rt.settings.mongodb_timeout_ms / 1000
+    wait_s = timeout_s + max(6 * timeout_s, 30.0)
+
+    def stored() -> dict[str, Any] | None:
+        answer = asyncio.run_coroutine_threadsafe(rt.store.upload_state(asked), loop)
+        try:
+            return answer.result(timeout=wait_s)
+        except concurrent.futures.TimeoutError:
+            answer.cancel()
+            raise StoreUnavailable(f"no answer to an asset's look-up in {wait_s:.0f} s") from None
+
     limits = FetchLimits(
         rt.settings.max_source_bytes,
         rt.settings.fetch_timeout_s,
@@ -372,19 +399,18 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
         hosts=rt.settings.source_hosts,
     )
     started = time.perf_counter()
-    hashing = asyncio.get_running_loop().run_in_executor(
+    hashing = loop.run_in_executor(
         rt.hash_pool,
         _read_and_hash,
         upload.source,
         limits,
         rt.settings.max_pixels,
-        known,
+        stored,
         rt.decode_budget,
     )
     try:
-        if existing is None:
-            await _pending_if_slow(upload, rt, hashing)
-        _checksum, image = await hashing
+        marked = await _pending_if_slow(upload, rt, hashing, asked)
+        existing, image = await hashing
     except (ImageError, SourceError) as e:
         ASSETS_FAILED.labels(e.reason).inc()
         log.warning(
@@ -410,6 +436,9 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
         if isinstance(e, SourceError):
             raise  # dead-letter it: it can be re-driven once the source is there
         return
+    if existing is not None and existing["state"] == DELETED:
+        await _refuse_deleted(rt, upload, delivery)
+        return
     if image is None:  # same bytes as stored: refresh the metadata, keep the hash
         assert existing is not None
         image = HashedImage(
@@ -422,14 +451,17 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
             decoder=existing["hash_provenance"]["decoder"],
             picture=existing.get("pixels"),
         )
-        stored = await rt.store.save_hashed(
+        saved = await rt.store.save_hashed(
             upload, image, existing["hash_provenance"], existing["hashed_at"]
         )
     else:
         HASH_SECONDS.observe(time.perf_counter() - started)
         ASSETS_HASHED.labels(image.decoder).inc()
-        stored = await rt.store.save_hashed(upload, image, provenance(image.decoder), utcnow())
-    if not stored:
+        first = existing is None and not marked  # no document was there, none is known to be
+        saved = await rt.store.save_hashed(
+            upload, image, provenance(image.decoder), utcnow(), first=first
+        )
+    if not saved:
         await _refuse_deleted(rt, upload, delivery)
         return
     await rt.publisher.publish(
@@ -444,18 +476,21 @@ async def _hash_upload(upload: AssetUploaded, rt: Runtime, delivery: Delivery) -
 
 
 async def _pending_if_slow(
-    upload: AssetUploaded, rt: Runtime, hashing: asyncio.Future[Any]
-) -> None:
-    """Record a first upload as `pending` once its hashing has run `pending_after_s`.
+    upload: AssetUploaded, rt: Runtime, hashing: asyncio.Future[Any], asked: asyncio.Future[Any]
+) -> bool:
+    """Record a first upload as `pending` once its hashing has run `pending_after_s`; whether
+    this delivery wrote that mark.
 
     `dupfinder status` counts pending assets, so one stuck on a slow source shows there; one
     hashed in time never needs the mark, which saves most uploads a write.
     """
     done, _ = await asyncio.wait({hashing}, timeout=rt.settings.pending_after_s)
     if done:
-        return
+        return False
     try:
-        await rt.store.mark_pending(upload)  # False: a concurrent delivery got there first
+        if await rt.store.upload_state(asked) is not None:
+            return False  # not a first upload: its document keeps its state until the outcome
+        return await rt.store.mark_pending(upload)  # False: a concurrent delivery got there first
     except BaseException:
         # The message is retried; the orphaned hash still finishes, and its outcome is dropped.
         hashing.add_done_callback(lambda f: f.cancelled() or f.exception())

@@ -55,7 +55,7 @@ from pymongo.errors import (
 )
 
 from schemas.messages import AssetUploaded, Scope
-from worker.batching import MAX_WRITES, WINDOW_MS, WriteBatcher, Written
+from worker.batching import MAX_WRITES, WINDOW_MS, LookupBatcher, WriteBatcher, Written
 from worker.config import Settings
 from worker.core.deletion import AssetFacts
 from worker.core.errors import StoreUnavailable
@@ -405,6 +405,8 @@ class AssetStore:
         self.asset_writes = WriteBatcher(
             self._assets, max_writes=write_batch, window_s=write_window_ms / 1000
         )
+        #: The uploads' look-ups of this process, asked early and sent together.
+        self.upload_lookups = LookupBatcher(self._assets, UPLOAD_STATE_FIELDS, max_keys=write_batch)
         self._commands: AsyncCollection[dict[str, Any]] = db["commands"]
         self._locks: AsyncCollection[dict[str, Any]] = db["locks"]
         self._slots: AsyncCollection[dict[str, Any]] = db["search_slots"]
@@ -520,12 +522,18 @@ class AssetStore:
             {"portal_id": portal_id, "asset_id": asset_id}, {"_id": 0}
         )
 
-    @_store_errors
-    async def upload_state(self, portal_id: str, asset_id: str) -> dict[str, Any] | None:
-        """What an upload needs of its asset's document (`UPLOAD_STATE_FIELDS`), or None."""
-        return await self._assets.find_one(
-            {"portal_id": portal_id, "asset_id": asset_id}, UPLOAD_STATE_FIELDS
-        )
+    def ask_upload_state(self, portal_id: str, asset_id: str) -> asyncio.Future[Any]:
+        """Ask now for what an upload needs of its asset's document; `upload_state` answers.
+
+        Asked when the upload is received and answered when it is hashed, so the look-ups of
+        the uploads queued in between share one query (`worker.batching.LookupBatcher`).
+        """
+        return self.upload_lookups.ask(portal_id, asset_id)
+
+    async def upload_state(self, asked: asyncio.Future[Any]) -> dict[str, Any] | None:
+        """The asset's `UPLOAD_STATE_FIELDS` (None: no document), as `ask_upload_state` asked."""
+        with _translated():
+            return await self.upload_lookups.answer(asked)
 
     @_store_errors
     async def save_hashed(
@@ -534,8 +542,15 @@ class AssetStore:
         image: HashedImage,
         provenance: dict[str, Any],
         hashed_at: datetime,
+        *,
+        first: bool = False,
     ) -> bool:
-        """Upsert the asset as hashed; False when it is deleted (a tombstone is never revived)."""
+        """Upsert the asset as hashed; False when it is deleted (a tombstone is never revived).
+
+        `first`: its look-up found no document, so it is inserted, which costs the database
+        less than an upsert (SecantusDB: 0.64 against 1.37 ms of CPU a document in bulks of
+        16); should another delivery have created it meanwhile, it is upserted after all.
+        """
         now = utcnow()
         fields = {
             **_metadata(upload),
@@ -553,6 +568,11 @@ class AssetStore:
             "updated_at": now,
             **_fingerprint_fields(image),
         }
+        if first:
+            UPLOAD_WRITES.labels(HASHED).inc()
+            written = await self.asset_writes.write(InsertOne({**fields, "created_at": now}))
+            if not written.duplicate_key:
+                return not _refused(written)
         stale = {"failure": "", "received_at": ""}
         if image.fingerprint is not None and image.fingerprint.content_phash is None:
             # New bytes without the border the stored ones had: their picture hash goes too.

@@ -64,14 +64,18 @@ def test_a_step_down_under_the_hash_write_is_retried_and_stored_once(
     step_down: Callable[..., StepDown],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The hash is stored through the process's write batcher, as one `bulk_write`.
-    def storing_a1(collection: str, requests: list[Any]) -> bool:
-        return collection == "assets" and any(
-            getattr(r, "_filter", {}).get("portal_id") == portal
-            and getattr(r, "_filter", {}).get("asset_id") == "a1"
-            and "$set" in getattr(r, "_doc", {})
-            for r in requests
+    # The hash is stored through the process's write batcher, as one `bulk_write`: inserted
+    # the first time (no document was there), upserted when the retry finds it.
+    def hashed_a1(request: Any) -> bool:
+        document = getattr(request, "_doc", {})
+        named = getattr(request, "_filter", None) or document
+        written = document.get("$set", document)
+        return (named.get("portal_id"), named.get("asset_id")) == (portal, "a1") and (
+            written.get("state") == "hashed"
         )
+
+    def storing_a1(collection: str, requests: list[Any]) -> bool:
+        return collection == "assets" and any(hashed_a1(r) for r in requests)
 
     fault = step_down("bulk_write", storing_a1)
     harness.upload(portal, "a1", write(tmp_path / "a1.png", photo(71)))

@@ -170,3 +170,28 @@ def test_removal_before_the_upload_arrives_still_wins(
     assert event["reason"] == "asset_deleted"
     assert harness.db.assets.count_documents({"portal_id": portal, "state": "hashed"}) == 0
     assert harness.queue_depth(ASSETS_QUEUE) == 0
+
+
+def test_uploads_queued_together_share_their_look_ups(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    from worker import actors
+
+    # Given twelve uploads waiting in the queue when the worker starts
+    harness.stop_worker()
+    try:
+        for n in range(12):
+            harness.upload(portal, f"q{n}", write(images / f"q{n}.png", photo(200 + n)))
+    finally:
+        harness.start_worker(threads=8)
+    lookups = actors.resources.runtime.store.upload_lookups
+    before = lookups.requests
+
+    # When they are hashed
+    events = harness.wait_for(portal, "asset.hashed", count=12, timeout=60)
+
+    # Then each is stored once, with its own hash, and their look-ups went in fewer queries
+    # than uploads: those received while others were hashed were asked together
+    assert sorted(e["asset_id"] for e in events) == sorted(f"q{n}" for n in range(12))
+    assert harness.db.assets.count_documents({"portal_id": portal, "state": "hashed"}) == 12
+    assert 1 <= lookups.requests - before < 12
