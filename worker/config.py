@@ -17,7 +17,6 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.contract import DEFAULT_DELIVERY_LIMIT, PORTAL_ID_PATTERN, QueueType
-from schemas.publisher import with_connection_defaults
 
 #: RabbitMQ closes a channel whose deliveries stay unacked this long (its default), redelivering
 #: everything it held; delayed retries are held unacked, so backoffs must stay well below it.
@@ -201,6 +200,9 @@ class Settings(BaseSettings):
     def amqp_url_with_defaults(self) -> str:
         """`amqp_url` with heartbeats and a blocked-connection timeout on each node's URL (see
         the publisher)."""
+        # Imported here: the publisher brings pika, which `dupfinder scan` never needs.
+        from schemas.publisher import with_connection_defaults
+
         return with_connection_defaults(self.amqp_url)
 
 

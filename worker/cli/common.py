@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -62,6 +61,7 @@ def on_store(settings: Settings, work: Callable[[AssetStore], Awaitable[T]]) -> 
     """`work`'s result on a freshly opened store, closed afterwards, in an event loop of its own
     (the commands are synchronous). Raises `StoreUnavailable` when the database does not answer.
     """
+    import asyncio  # here: `dupfinder scan`, which shares this module, never needs it
 
     async def run() -> T:
         store = await open_store(settings)
