@@ -122,3 +122,25 @@ def test_cross_pairs_over_several_hashes_per_asset_report_each_pair_once_at_its_
         expected |= {(i, int(j), int(d[j])) for j in np.flatnonzero(d <= 4) if j != i}
     assert len(found) == len(set(found)) and set(found) == expected
     assert any(d == 0 for _, _, d in found)
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "width", "drop"),
+    [(20_000, 1, 13, 0), (9_000, 3, 16, 0), (40_000, 1, 21, 5), (5_000, 15, 12, 0)],
+)
+def test_a_sort_shared_between_threads_is_the_one_thread_sort(
+    rows: int, columns: int, width: int, drop: int
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Column groups are strided views in a search, so the table here is one too
+    rng = np.random.default_rng(rows)
+    table = rng.integers(0, 2**63, (rows, 16), dtype=np.int64).astype(np.uint64)[:, 1 : 1 + columns]
+    expected_order, expected_starts = neighbours._bucket_sort(table, 7, width, drop)
+    with ThreadPoolExecutor(3) as pool:
+        for threads in (2, 3):
+            # These sizes are shared, not handed back to the one-thread sort
+            assert threads * (1 << (width - drop)) <= neighbours._COUNTS_PER_ENTRY * table.size
+            order, starts = neighbours._sorted(pool, threads, table, 7, width, drop)
+            assert np.array_equal(order, expected_order)  # entries ascending within a bucket
+            assert np.array_equal(starts, expected_starts)

@@ -49,6 +49,13 @@ _COLUMNS_PER_INDEX = 5
 #: mispredicts often. Measured at a million assets: 0.24 and 0.48 a bucket (pHash chunks)
 #: probed 20 % faster without the branch; 1.9 and 2.4 (crop columns) 15 % slower.
 _SPARSE_FILL = (0.2, 1.0)
+#: Count-table entries (4 bytes each) per sorted entry up to which a sort is shared between
+#: threads (`_sorted`): a million hashes in 21-bit chunks take two tables of 2^21 on two
+#: threads, about 17 bytes a hash while the sort runs. A million-asset `verified` search's
+#: candidates took 6.2 s at 8 (4: 6.6 s, 1: 7.2 s, none shared: 8.3 s; best of three, taking
+#: turns), and its peak stayed at 84 bytes an asset: the tables live only while a chunk is
+#: sorted, when the search holds less than at its peak.
+_COUNTS_PER_ENTRY = 8
 #: The probing side is ordered by this many of its chunk's top bits: nearly the locality of a
 #: full sort, with a table of 256 KB instead of one as large as the index's.
 _PROBE_ORDER_BITS = 16
@@ -316,14 +323,14 @@ class _Chunk:
         """The chunk's tables over `table` (rows x columns, entry r * columns + c), probed by
         `queries` or, when None, by the entries themselves; the gathers of their bits shared by
         `threads` threads of `pool`."""
-        order, starts = _bucket_sort(table, shift, width, 0)
+        order, starts = _sorted(pool, threads, table, shift, width, 0)
         values = _bits(pool, threads, table, order, shift + width, 32)
         if queries is None:
             keys = _bits(pool, threads, table, order, shift, width).view(np.int32)
             return cls(order, values, starts, order, keys, values)
         probing = queries[:, None]
         drop = max(width - _PROBE_ORDER_BITS, 0)
-        probe_order, _ = _bucket_sort(probing, shift, width, drop)
+        probe_order, _ = _sorted(pool, threads, probing, shift, width, drop)
         keys = _bits(pool, threads, probing, probe_order, shift, width).view(np.int32)
         probe_values = _bits(pool, threads, probing, probe_order, shift + width, 32)
         return cls(order, values, starts, probe_order, keys, probe_values)
@@ -396,6 +403,99 @@ def _rotated(value: np.uint64, skip: int) -> np.uint64:
     return (value >> np.uint64(skip)) | (value << np.uint64(64 - skip))
 
 
+def _sorted(
+    pool: ThreadPoolExecutor,
+    threads: int,
+    table: NDArray[np.uint64],
+    shift: int,
+    width: int,
+    drop: int,
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """`_bucket_sort`'s result, its two passes shared by `threads` threads of `pool` when that
+    pays: each thread counts, then places, the entries of its own rows, with a count table of
+    its own. So those tables must not outweigh the entries by much (`_COUNTS_PER_ENTRY`), and
+    the order within a run stays ascending (a thread's rows all come before the
+    next's). The sorts were the one-thread part of a search: 2.2-2.4 s of the 4.5-4.8 s that
+    the fifteen crop columns of a million assets took on two threads."""
+    rows, columns = table.shape
+    buckets = 1 << (width - drop)
+    if threads < 2 or rows < 2 * threads or threads * buckets > _COUNTS_PER_ENTRY * rows * columns:
+        return _bucket_sort(table, shift, width, drop)
+    parts = _shares(rows, threads)
+    counts = np.zeros((threads, buckets), np.int32)
+    list(
+        pool.map(
+            lambda t: _count_rows(table, shift, width, drop, counts[t], *parts[t]), range(threads)
+        )
+    )
+    starts = _thread_offsets(counts)
+    order = np.empty(rows * columns, np.int32)
+    list(
+        pool.map(
+            lambda t: _place_rows(table, shift, width, drop, counts[t], order, *parts[t]),
+            range(threads),
+        )
+    )
+    return order, starts
+
+
+@compiled
+def _count_rows(
+    table: NDArray[np.uint64],
+    shift: int,
+    width: int,
+    drop: int,
+    counts: NDArray[np.int32],
+    start: int,
+    stop: int,
+) -> None:
+    """How many entries of rows `start:stop` fall in each bucket, into `counts`."""
+    low = np.uint64((1 << width) - 1)
+    at, below = np.uint64(shift), np.uint64(drop)
+    for r in range(start, stop):
+        for c in range(table.shape[1]):
+            counts[((table[r, c] >> at) & low) >> below] += 1
+
+
+@compiled
+def _thread_offsets(counts: NDArray[np.int32]) -> NDArray[np.int32]:
+    """Each bucket's start (and the total, last), while each thread's counts become where its
+    entries of that bucket go: after the earlier threads' entries of it."""
+    threads, buckets = counts.shape
+    starts = np.empty(buckets + 1, np.int32)
+    running = 0
+    for b in range(buckets):
+        starts[b] = running
+        for t in range(threads):
+            count = counts[t, b]
+            counts[t, b] = running
+            running += count
+    starts[buckets] = running
+    return starts
+
+
+@compiled
+def _place_rows(
+    table: NDArray[np.uint64],
+    shift: int,
+    width: int,
+    drop: int,
+    offsets: NDArray[np.int32],
+    order: NDArray[np.int32],
+    start: int,
+    stop: int,
+) -> None:
+    """The entries of rows `start:stop` into `order`, each at its bucket's next place."""
+    low = np.uint64((1 << width) - 1)
+    at, below = np.uint64(shift), np.uint64(drop)
+    columns = table.shape[1]
+    for r in range(start, stop):
+        for c in range(columns):
+            bucket = ((table[r, c] >> at) & low) >> below
+            order[offsets[bucket]] = r * columns + c
+            offsets[bucket] += 1
+
+
 @compiled
 def _bucket_sort(
     table: NDArray[np.uint64], shift: int, width: int, drop: int
@@ -409,9 +509,9 @@ def _bucket_sort(
     the placing pass, from the last entry back, lowers every end to its run's start (entries
     stay ascending in a run).
 
-    One thread: sharing the buckets between two (each reading every entry, counting and
-    placing only its own) took as long, 0.28-0.30 s for five million entries; the loop over
-    the entries is the cost, not the writes.
+    Sharing the buckets between two threads (each reading every entry, counting and placing
+    only its own) took as long, 0.28-0.30 s for five million entries; the loop over the
+    entries is the cost, not the writes. Sharing the entries does pay (`_sorted`).
     """
     buckets = 1 << (width - drop)
     low = np.uint64((1 << width) - 1)
