@@ -128,7 +128,7 @@ def test_cross_pairs_over_several_hashes_per_asset_report_each_pair_once_at_its_
     ("rows", "columns", "width", "drop"),
     [(20_000, 1, 13, 0), (9_000, 3, 16, 0), (40_000, 1, 21, 5), (5_000, 15, 12, 0)],
 )
-def test_a_sort_shared_between_threads_is_the_one_thread_sort(
+def test_the_counting_sort_is_a_stable_sort_by_chunk_key_on_any_number_of_threads(
     rows: int, columns: int, width: int, drop: int
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
@@ -136,11 +136,13 @@ def test_a_sort_shared_between_threads_is_the_one_thread_sort(
     # Column groups are strided views in a search, so the table here is one too
     rng = np.random.default_rng(rows)
     table = rng.integers(0, 2**63, (rows, 16), dtype=np.int64).astype(np.uint64)[:, 1 : 1 + columns]
-    expected_order, expected_starts = neighbours._bucket_sort(table, 7, width, drop)
+    keys = ((table.reshape(-1) >> np.uint64(7)) & np.uint64((1 << width) - 1)) >> np.uint64(drop)
+    expected_order = np.argsort(keys, kind="stable")  # entries ascending within a bucket
+    expected_starts = np.searchsorted(keys[expected_order], np.arange((1 << (width - drop)) + 1))
     with ThreadPoolExecutor(3) as pool:
-        for threads in (2, 3):
-            # These sizes are shared, not handed back to the one-thread sort
+        for threads in (1, 2, 3):
+            # These sizes are shared between the threads, not handed to one
             assert threads * (1 << (width - drop)) <= neighbours._COUNTS_PER_ENTRY * table.size
             order, starts = neighbours._sorted(pool, threads, table, 7, width, drop)
-            assert np.array_equal(order, expected_order)  # entries ascending within a bucket
+            assert np.array_equal(order, expected_order)
             assert np.array_equal(starts, expected_starts)

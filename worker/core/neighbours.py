@@ -411,16 +411,23 @@ def _sorted(
     width: int,
     drop: int,
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """`_bucket_sort`'s result, its two passes shared by `threads` threads of `pool` when that
-    pays: each thread counts, then places, the entries of its own rows, with a count table of
-    its own. So those tables must not outweigh the entries by much (`_COUNTS_PER_ENTRY`), and
-    the order within a run stays ascending (a thread's rows all come before the
-    next's). The sorts were the one-thread part of a search: 2.2-2.4 s of the 4.5-4.8 s that
-    the fifteen crop columns of a million assets took on two threads."""
+    """The entries of `table` (entry r * columns + c) in the order of their chunk key (bits
+    shift .. shift + width) without its lowest `drop` bits, and where each run starts.
+
+    A counting sort: two passes over the entries, where a comparison sort of millions of keys
+    costs a second. The keys are computed in each pass rather than kept (four bytes an entry
+    at the peak of a search). The passes are shared by `threads` threads of `pool` when that
+    pays: each counts, then places, the entries of its own rows, with a count table of its own
+    (so those tables must not outweigh the entries by much, `_COUNTS_PER_ENTRY`), and the
+    order within a run stays ascending, a thread's rows all coming before the next's. Sharing
+    the buckets instead (each thread reading every entry, counting and placing only its own)
+    took as long as one thread. The sorts were the one-thread part of a search: 2.2-2.4 s of
+    the 4.5-4.8 s that the fifteen crop columns of a million assets took on two threads.
+    """
     rows, columns = table.shape
     buckets = 1 << (width - drop)
-    if threads < 2 or rows < 2 * threads or threads * buckets > _COUNTS_PER_ENTRY * rows * columns:
-        return _bucket_sort(table, shift, width, drop)
+    if rows < 2 * threads or threads * buckets > _COUNTS_PER_ENTRY * rows * columns:
+        threads = 1
     parts = _shares(rows, threads)
     counts = np.zeros((threads, buckets), np.int32)
     list(
@@ -494,43 +501,6 @@ def _place_rows(
             bucket = ((table[r, c] >> at) & low) >> below
             order[offsets[bucket]] = r * columns + c
             offsets[bucket] += 1
-
-
-@compiled
-def _bucket_sort(
-    table: NDArray[np.uint64], shift: int, width: int, drop: int
-) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """The entries of `table` (entry r * columns + c) in the order of their chunk key (bits
-    shift .. shift + width) without its lowest `drop` bits, and where each run starts.
-
-    A counting sort: two passes over the entries, where a comparison sort of millions of keys
-    costs a second. The keys are computed in each pass rather than kept (four bytes an entry
-    at the peak of a search). One table does both jobs: it counts, becomes the run ends, and
-    the placing pass, from the last entry back, lowers every end to its run's start (entries
-    stay ascending in a run).
-
-    Sharing the buckets between two threads (each reading every entry, counting and placing
-    only its own) took as long, 0.28-0.30 s for five million entries; the loop over the
-    entries is the cost, not the writes. Sharing the entries does pay (`_sorted`).
-    """
-    buckets = 1 << (width - drop)
-    low = np.uint64((1 << width) - 1)
-    at, below = np.uint64(shift), np.uint64(drop)
-    rows, columns = table.shape
-    runs = np.zeros(buckets + 2, np.int32)
-    for r in range(rows):
-        for c in range(columns):
-            runs[(((table[r, c] >> at) & low) >> below) + 1] += 1
-    for b in range(buckets):
-        runs[b + 1] += runs[b]
-    order = np.empty(rows * columns, np.int32)
-    for r in range(rows - 1, -1, -1):
-        for c in range(columns - 1, -1, -1):
-            bucket = (((table[r, c] >> at) & low) >> below) + 1
-            runs[bucket] -= 1
-            order[runs[bucket]] = r * columns + c
-    runs[buckets + 1] = rows * columns
-    return order, runs[1:]
 
 
 @compiled(inline=True)
