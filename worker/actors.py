@@ -105,7 +105,7 @@ from worker.observability import (
     Watch,
 )
 from worker.resources import Resources, Runtime
-from worker.store import DELETED, HASHED, utcnow
+from worker.store import DELETED, HASHED, socket_timeout_ms, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -380,8 +380,8 @@ async def _fetch_hash_store(upload: AssetUploaded, rt: Runtime, delivery: Delive
     asked = rt.store.ask_upload_state(upload.portal_id, upload.asset_id)
     # The longest one query may take by the client's own bounds (server selection, then the
     # socket's timeout), so that a hashing thread never waits for ever on a lost event loop.
-    timeout_s = rt.settings.mongodb_timeout_ms / 1000
-    wait_s = timeout_s + max(6 * timeout_s, 30.0)
+    timeout_ms = rt.settings.mongodb_timeout_ms
+    wait_s = (timeout_ms + socket_timeout_ms(timeout_ms)) / 1000
 
     def stored() -> dict[str, Any] | None:
         answer = asyncio.run_coroutine_threadsafe(rt.store.upload_state(asked), loop)

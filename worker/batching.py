@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -108,9 +108,7 @@ class WriteBatcher:
             self._timer = None
         batch, self._waiting = self._waiting, []
         if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._sending.add(task)  # held until done: the loop keeps only weak references
-            task.add_done_callback(self._sending.discard)
+            _start(self._sending, self._send(batch))
 
     async def _send(
         self, batch: list[tuple[InsertOne[Any] | UpdateOne, asyncio.Future[Written]]]
@@ -130,6 +128,14 @@ class WriteBatcher:
         for index, (_op, done) in enumerate(batch):
             if not done.done():
                 done.set_result(Written(errors.get(index)))
+
+
+def _start(sending: set[asyncio.Task[None]], request: Coroutine[Any, Any, None]) -> None:
+    """Run `request` as a task held in `sending` until done (the loop keeps only weak
+    references to tasks, and a request nobody holds may be collected mid-flight)."""
+    task = asyncio.get_running_loop().create_task(request)
+    sending.add(task)
+    task.add_done_callback(sending.discard)
 
 
 def _fail(
@@ -181,16 +187,14 @@ class LookupBatcher:
 
     async def answer(self, asked: asyncio.Future[dict[str, Any] | None]) -> dict[str, Any] | None:
         """The stored document's projected fields (None: no such asset), sending if need be."""
-        if not asked.done() and any(pending is asked for pending in self._unsent.values()):
+        if asked in self._unsent.values():  # a future equals only itself
             self._flush()
         return await asyncio.shield(asked)
 
     def _flush(self) -> None:
         batch, self._unsent = self._unsent, {}
         if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._sending.add(task)  # held until done: the loop keeps only weak references
-            task.add_done_callback(self._sending.discard)
+            _start(self._sending, self._send(batch))
 
     async def _send(
         self, batch: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]]

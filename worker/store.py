@@ -98,6 +98,12 @@ DIGEST_IDS = 5000
 log = logging.getLogger(__name__)
 
 
+def socket_timeout_ms(timeout_ms: int) -> int:
+    """How long the client waits for a server's answer on an open connection: long enough for
+    the slowest legitimate query, far past the selection and connect `timeout_ms`."""
+    return max(timeout_ms * 6, 30_000)
+
+
 def utcnow() -> datetime:
     """Now, as an aware UTC datetime at MongoDB's millisecond precision."""
     now = datetime.now(UTC)
@@ -442,7 +448,7 @@ class AssetStore:
             tz_aware=True,
             serverSelectionTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,
-            socketTimeoutMS=max(timeout_ms * 6, 30_000),
+            socketTimeoutMS=socket_timeout_ms(timeout_ms),
             appname="dupfinder-worker",
         )
         return cls(client, database, write_batch=write_batch, write_window_ms=write_window_ms)
@@ -530,10 +536,10 @@ class AssetStore:
         """
         return self.upload_lookups.ask(portal_id, asset_id)
 
+    @_store_errors
     async def upload_state(self, asked: asyncio.Future[Any]) -> dict[str, Any] | None:
         """The asset's `UPLOAD_STATE_FIELDS` (None: no document), as `ask_upload_state` asked."""
-        with _translated():
-            return await self.upload_lookups.answer(asked)
+        return await self.upload_lookups.answer(asked)
 
     @_store_errors
     async def save_hashed(
@@ -571,8 +577,8 @@ class AssetStore:
         if first:
             UPLOAD_WRITES.labels(HASHED).inc()
             written = await self.asset_writes.write(InsertOne({**fields, "created_at": now}))
-            if not written.duplicate_key:
-                return not _refused(written)
+            if not _refused(written):
+                return True
         stale = {"failure": "", "received_at": ""}
         if image.fingerprint is not None and image.fingerprint.content_phash is None:
             # New bytes without the border the stored ones had: their picture hash goes too.
