@@ -320,3 +320,29 @@ def test_permanent_faults_are_refused_at_once(
     with pytest.raises(SourceRefused, match=why):
         fetch(source, LIMITS)
     assert time.monotonic() - started < 0.5
+
+
+def test_a_file_is_read_into_a_buffer_of_its_own_size(tmp_path: Path) -> None:
+    """Not one of the limit's size: a 256 MiB buffer for every upload costs fresh pages."""
+    import tracemalloc
+
+    path = tmp_path / "small.bin"
+    path.write_bytes(b"x" * 10_000)
+    limits = FetchLimits(max_bytes=64 << 20, timeout_s=2, connect_timeout_s=1)
+    tracemalloc.start()
+    try:
+        assert fetch(str(path), limits) == b"x" * 10_000
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes allocated to read 10 000"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_a_file_longer_than_its_stated_size_is_read_to_the_limit() -> None:
+    # /proc files state a size of 0 and hold more: what a file growing during the read looks like
+    assert os.stat("/proc/self/status").st_size == 0
+    whole = fetch("/proc/self/status", FetchLimits(100_000, 2, 1))
+    assert whole.startswith(b"Name:") and len(whole) > 1000
+    with pytest.raises(TooLarge):
+        fetch("/proc/self/status", FetchLimits(100, 2, 1))
