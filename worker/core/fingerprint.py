@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-import scipy.fftpack
 from numpy.typing import NDArray
 from PIL import Image
+
+from worker.core.dct import dct2
 
 #: Side of the stored signature: pHash's own 32 x 32 input, 1 KiB. At 16 x 16 a stereo pair of
 #: one scene lines up as well as a 3 % crop does (benchmarks/quality.py); at 32 x 32 it does not.
@@ -130,7 +131,7 @@ def fingerprint(small: NDArray[np.uint8], content: NDArray[np.uint8] | None = No
     """The fingerprint of a 32 x 32 greyscale image (pHash's input, as `hashing` makes it), and
     given the 32 x 32 of the picture inside its uniform border, that picture's hash too."""
     pixels = small.astype(np.float64)
-    low = _dct(pixels)[:8, :8]
+    low = dct2(pixels)[:8, :8]
     turns = np.stack(
         (
             low,
@@ -147,7 +148,7 @@ def fingerprint(small: NDArray[np.uint8], content: NDArray[np.uint8] | None = No
     framed = inside is not None and min(detail, detail_of(inside)) >= LOW_DETAIL_BELOW
     if framed:
         assert content is not None and inside is not None
-        blocks.append(_dct(inside)[None, :8, :8])
+        blocks.append(dct2(inside)[None, :8, :8])
     texts = _hex_hashes(np.concatenate(blocks))
     halves = 6 + CROP_COUNT  # after the whole, its four turns, the centre and the crops
     return Fingerprint(
@@ -177,11 +178,6 @@ def _plane(shape: tuple[int, ...]) -> tuple[NDArray[np.float64], NDArray[np.floa
     y, x = np.mgrid[0:h, 0:w]
     design = np.column_stack((np.ones(h * w), x.ravel(), y.ravel())).astype(np.float64)
     return design, np.asarray(np.linalg.pinv(design), dtype=np.float64)
-
-
-def _dct(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
-    # The transform imagehash applies (scipy.fftpack's unnormalised DCT-II along both axes).
-    return np.asarray(scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1))
 
 
 def _hex_hashes(blocks: NDArray[np.float64]) -> list[str]:
