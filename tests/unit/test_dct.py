@@ -78,3 +78,9 @@ def test_hashing_does_not_import_scipy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_other_sizes_are_refused_not_transformed_wrongly() -> None:
+    # The fold and the twiddles are those of length 32: any other length would come out wrong
+    with pytest.raises(ValueError, match="32 x 32"):
+        dct.dct2(np.zeros((16, 32)))

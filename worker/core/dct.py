@@ -37,6 +37,8 @@ PROBES_DIGEST = "d45962417e5b9ae25cab1dd413a04d2bbfce7e727af3950ae4e4ad468482b1d
 def dct2(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
     """`scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=-2), axis=-1)` for 32 x 32 images
     (the last two axes; any leading axes are a stack of images)."""
+    if pixels.shape[-2:] != (SIDE, SIDE):
+        raise ValueError(f"dct2 takes 32 x 32 images, not {pixels.shape[-2:]}")
     if not agrees_with_scipy():
         import scipy.fftpack  # only where NumPy's FFT does not give SciPy's bits
 
