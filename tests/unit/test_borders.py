@@ -147,3 +147,14 @@ def test_inside_an_added_frame_only_the_frame_is_peeled(name: str) -> None:
     assert copy.fingerprint is not None and copy.fingerprint.content_phash is not None
     bits = int(copy.fingerprint.content_phash, 16) ^ int(plain.phash, 16)
     assert bits.bit_count() <= matching.CONTENT_RADIUS
+
+
+def test_the_lines_level_is_np_medians() -> None:
+    from worker.core.borders import _median
+
+    rng = np.random.default_rng(11)
+    for length in [1, 2, 3, 4, 31, 32, 255, 256, 500, 501]:
+        for _ in range(50):
+            line = rng.integers(0, 256, length).astype(np.uint8)
+            assert _median(line) == int(np.median(line))
+            assert _median(line[::-1]) == int(np.median(line[::-1]))  # a strided view

@@ -74,8 +74,7 @@ def scan(args: argparse.Namespace) -> int:
             "failed": [dataclasses.asdict(f) for f in result.failures],
             "sets": [s.model_dump(mode="json") for s in result.sets],
         }
-        json.dump(body, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")  # one write, not one a token
     else:
         _print_table(result)
     return EXIT_FAILURES if result.failures else EXIT_OK
