@@ -11,7 +11,9 @@ start-up).
 
 That equality rests on how both libraries were built (the same pocketfft, no fused multiply-adds),
 so `agrees_with_scipy()` checks it once per process against a digest of SciPy's output on probe
-images, and `dct2` falls back to SciPy itself if they ever differ.
+images, and `dct2` falls back to SciPy itself if they ever differ. The digest was taken on
+x86-64: on a machine whose own SciPy rounds otherwise while NumPy does not, hashes keep the
+x86-64 bits, the same as every other worker of a mixed fleet stores.
 """
 
 from __future__ import annotations
