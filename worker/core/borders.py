@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from worker.core.medians import row_medians
+
 #: A line belongs to the border when this share of its pixels is within `TOLERANCE` grey levels
 #: of the border's level (the outermost line's median): JPEG ringing and noise leave a few
 #: pixels off, a picture's edge many.
@@ -115,7 +117,7 @@ def _flat_lines(lines: NDArray[np.uint8]) -> int:
     """
     if len(lines) == 0:
         return 0
-    level = _median(lines[0])
+    level = int(row_medians(lines[:1])[0])  # np.median's, a sixth of the borders' time less
     limit = max(1, int(MOST * len(lines)))
     done = 0
     for size in (1, *([_BLOCK] * (-(-limit // _BLOCK)))):
@@ -127,15 +129,6 @@ def _flat_lines(lines: NDArray[np.uint8]) -> int:
             return done + int(np.argmin(flat))
         done += len(block)
     return done
-
-
-def _median(line: NDArray[np.uint8]) -> int:
-    """`int(np.median(line))` without `np.median`'s overhead (a sixth of the borders' time)."""
-    middle = len(line) // 2
-    if len(line) % 2:
-        return int(np.partition(line, middle)[middle])
-    low, high = np.partition(line, (middle - 1, middle))[middle - 1 : middle + 1]
-    return (int(low) + int(high)) // 2
 
 
 #: Lines read at once past the first (see `_flat_lines`).

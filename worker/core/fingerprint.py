@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from worker.core.dct import dct2
+from worker.core.medians import row_medians
 
 #: Side of the stored signature: pHash's own 32 x 32 input, 1 KiB. At 16 x 16 a stereo pair of
 #: one scene lines up as well as a 3 % crop does (benchmarks/quality.py); at 32 x 32 it does not.
@@ -185,10 +186,7 @@ def _hex_hashes(blocks: NDArray[np.float64]) -> list[str]:
     first bit highest). All blocks in one pass: an image has fifteen, and per-block NumPy calls
     cost more than the arithmetic."""
     values = blocks.reshape(len(blocks), -1)
-    middle = values.shape[1] // 2
-    part = np.partition(values, (middle - 1, middle), axis=1)
-    median = (part[:, middle - 1] + part[:, middle]) / 2  # np.median's value, without its overhead
-    text = np.packbits(values > median[:, None], axis=1).tobytes().hex()
+    text = np.packbits(values > row_medians(values)[:, None], axis=1).tobytes().hex()
     width = 2 * values.shape[1] // 8
     return [text[k : k + width] for k in range(0, len(text), width)]
 
