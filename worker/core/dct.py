@@ -45,13 +45,13 @@ def dct2(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
         import scipy.fftpack  # only where NumPy's FFT does not give SciPy's bits
 
         return np.asarray(scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=-2), axis=-1))
-    return _dct_ii(_dct_ii(pixels, -2), -1)
+    return _numpy_dct2(pixels)
 
 
 @cache
 def agrees_with_scipy() -> bool:
-    """Whether `_dct_ii` gives SciPy's doubles on the probes here (checked once per process)."""
-    digest = _digest(_dct_ii(_dct_ii(_probes(), -2), -1))
+    """Whether `_numpy_dct2` gives SciPy's doubles on the probes here (checked once per process)."""
+    digest = _digest(_numpy_dct2(_probes()))
     if digest != PROBES_DIGEST:
         log.warning(
             "NumPy's FFT does not reproduce SciPy's DCT bit for bit here (NumPy %s); pHash "
@@ -60,6 +60,10 @@ def agrees_with_scipy() -> bool:
         )
         return False
     return True
+
+
+def _numpy_dct2(pixels: NDArray[np.float64]) -> NDArray[np.float64]:
+    return _dct_ii(_dct_ii(pixels, -2), -1)
 
 
 def _digest(values: NDArray[np.float64]) -> str:
