@@ -108,3 +108,17 @@ def serve_raw(script: Callable[[socket.socket], None], *, seconds: float = 10.0)
         stop.set()
         thread.join()
         listener.close()
+
+
+@contextmanager
+def unanswering_port() -> Iterator[int]:
+    """A loopback port whose connections open and are never answered: a database node that is
+    down as a client sees it, every request failing at the client's own deadline.
+
+    A port nothing listens on would refuse instead, but PyMongo 4.20's server monitor sometimes
+    leaves a refused connect's socket to the garbage collector when the client is closed at
+    that moment; the ResourceWarning then fails whichever later test the collector runs in.
+    Nothing is accepted here: the kernel completes each handshake into the backlog, and closing
+    the listener resets them."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        yield listener.getsockname()[1]

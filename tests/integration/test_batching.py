@@ -5,15 +5,17 @@ request everyone's, and a look-up never answered from another portal's documents
 from __future__ import annotations
 
 import asyncio
-import socket
+import gc
 import time
 import uuid
+import warnings
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient, InsertOne, UpdateOne
 from pymongo.errors import ConnectionFailure
 
+from tests.sources import unanswering_port
 from worker.batching import LookupBatcher, WriteBatcher
 
 
@@ -104,21 +106,39 @@ def test_writes_of_counted_writers_wait_only_for_the_writers_still_on_their_way(
 
 
 def _unreachable(body: Any) -> Any:
-    """`body(collection)` on a client of a loopback port nothing listens on."""
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        url = f"mongodb://127.0.0.1:{closed.getsockname()[1]}/"
+    """`body(collection)` on a client of a database node that never answers."""
 
-    async def main() -> Any:
+    async def main(port: int) -> Any:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            url, serverSelectionTimeoutMS=300
+            f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=300
         )
         try:
             return await body(client["d"]["assets"])
         finally:
             await client.close()
 
-    return asyncio.run(main())
+    with unanswering_port() as port:
+        return asyncio.run(main(port))
+
+
+def test_an_unreachable_database_leaves_no_socket_for_a_later_test() -> None:
+    """An unclosed socket found by the garbage collector fails the test it is collected in,
+    whichever that is; the stand-in for a down node must leave none behind."""
+
+    async def body(collection: Any) -> str:
+        try:
+            await collection.find_one({})
+        except ConnectionFailure:
+            return "failed"  # not the error itself: its traceback would hold on to the socket
+        return "answered"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        outcomes = [_unreachable(body) for _ in range(8)]
+        gc.collect()
+    assert outcomes == ["failed"] * 8
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert unclosed == []
 
 
 def test_a_failed_request_fails_every_writer_of_its_batch() -> None:
