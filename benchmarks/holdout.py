@@ -6,10 +6,11 @@ The photographs (25, all from PyPI wheels) are split by a fixed rule: the 13 of
 `benchmarks/quality.py`, off which every threshold of the verified matcher was read, are the
 tuning half; the 12 others, which no threshold has seen, are the held-out half. Each half is
 its own evaluation set: every photograph with every edit of `EDITS` (the copies of the
-detection issue) and the older copies of `benchmarks/evaluation.py`, then hard negatives the
-other half does not share (tuning: the stereo pair's other view, regions of three large
-photographs, textures, text pages, flat frames; held-out: regions of a large photograph and of
-a crowded illustration, flat frames of another seed).
+detection issue, and thumbnails smaller than the signature) and the older copies of
+`benchmarks/evaluation.py`, then hard negatives the other half does not share (tuning: the
+stereo pair's other view, regions of three large photographs, textures, text pages, flat
+frames; held-out: regions of a large photograph and of a crowded illustration, flat frames of
+another seed), the views and regions also as thumbnails.
 
 Every rule is scored on the same files, pairwise on "in the same set as its original", with
 sets formed as `find-duplicates` forms them (around originals, most pixels first):
@@ -99,6 +100,11 @@ def _scale(image: Image.Image, factor: float) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def _thumbnail(image: Image.Image, short_side: int) -> Image.Image:
+    """`image` scaled to `short_side` pixels on its shorter side: smaller than the signature."""
+    return _scale(image, short_side / min(image.size))
+
+
 def _framed(image: Image.Image, share: float = 0.05) -> Image.Image:
     """A white frame of `share` of the width (sides) and of the height (top and bottom)."""
     dx, dy = round(image.width * share), round(image.height * share)
@@ -135,6 +141,13 @@ def _logo_edit(corner: str, logo: Image.Image) -> Edit:
     return edit
 
 
+def _thumbnail_edit(side: int) -> Edit:
+    def edit(photo: Image.Image) -> bytes:
+        return _jpeg(_thumbnail(photo, side), 75)
+
+    return edit
+
+
 def _edits(logo: Image.Image) -> list[tuple[str, float, list[tuple[str, Edit]]]]:
     turn = Image.Transpose
     return [
@@ -148,6 +161,11 @@ def _edits(logo: Image.Image) -> list[tuple[str, float, list[tuple[str, Edit]]]]
                 ("quarter size q50", lambda p: _jpeg(_scale(p, 0.25), 50)),
                 ("greyscale", lambda p: _jpeg(p.convert("L"))),
             ],
+        ),
+        (
+            "thumbnail, 24 or 16 px, q75",
+            0.90,
+            [(f"{side} px thumbnail", _thumbnail_edit(side)) for side in (24, 16)],
         ),
         ("brightness x1.25, contrast x0.8", 0.99, [("tone", lambda p: _jpeg(_tone(p)))]),
         (
@@ -225,17 +243,29 @@ def half_samples(half: str, photos: list[tuple[str, Image.Image]]) -> list[Sampl
     for package, folder, name in REGIONS[half]:
         big = _load(package, folder, name)
         if big is not None:
-            out += evaluation._regions(big, f"{name} region")
+            out += _with_thumbnails(evaluation._regions(big, f"{name} region"))
     if half == "tuning":
         right = _load("skimage", "data", "motorcycle_right.png")
         if right is not None:
             stereo = Sample("motorcycle right view", "motorcycle right", "negative", _jpeg(right))
-            out.append(stereo)
+            out += _with_thumbnails([stereo], sides=(24, 12))
         for name in ("brick.png", "grass.png", "gravel.png", "page.png", "text.png"):
             texture = _load("skimage", "data", name)
             if texture is not None:
                 out.append(Sample(name, name, "negative", _png(texture)))
     out += evaluation._low_detail(seed=7 if half == "tuning" else 8)
+    return out
+
+
+def _with_thumbnails(negatives: list[Sample], sides: tuple[int, ...] = (24,)) -> list[Sample]:
+    """Hard negatives and their thumbnails, of their own family: at a thumbnail's size a stereo
+    view or a neighbouring region is closer to the other than at full size."""
+    out = list(negatives)
+    for sample in negatives:
+        with Image.open(io.BytesIO(sample.data)) as image:
+            for side in sides:
+                data = _jpeg(_thumbnail(image.convert("RGB"), side), 75)
+                out.append(Sample(f"{sample.name} {side} px", sample.family, "negative", data))
     return out
 
 
