@@ -105,6 +105,7 @@ def fingerprints(hashes: NDArray[np.uint64], seed: int) -> tuple[Fingerprints, i
         low_detail=np.zeros(n, dtype=bool),
         content=rng.integers(1, 2**62, n, dtype=np.int64),
         pixels=np.zeros(n, dtype=np.int64),
+        short_sides=np.full(n, 3000, dtype=np.int32),  # camera photos: none under the signature
     )
     return prints, len(copies)
 

@@ -72,7 +72,7 @@ def _footprint(columns: Candidates) -> int:
     if columns.prints is not None:
         prints = columns.prints
         arrays += [prints.variants, prints.centres, prints.crops, prints.low_detail]
-        arrays += [prints.halves, prints.contents]
+        arrays += [prints.halves, prints.contents, prints.short_sides]
         arrays += [prints.content, prints.pixels, prints.signatures]
         if prints.signature_rows is not None:
             arrays.append(prints.signature_rows)

@@ -254,6 +254,8 @@ class _PrintColumns:
         "pixels_sha256",
         "content_i64",
         "halves",
+        "width",
+        "height",
     )
     _NO_SIGNATURE = bytes(SIGNATURE_SIDE * SIGNATURE_SIDE)
 
@@ -268,6 +270,7 @@ class _PrintColumns:
         self.pixels: list[str | None] = []
         self.contents: list[int] = []
         self.halves = bytearray()
+        self.short_sides: list[int] = []
         self.content_signatures: list[bytes | None] = []
         self.missing = 0
 
@@ -291,6 +294,7 @@ class _PrintColumns:
         self.halves += doc.get("halves") or bytes(8 * len(HALVES))
         self.content.append(doc.get("sha256"))
         self.pixels.append(doc.get("pixels_sha256"))
+        self.short_sides.append(min(doc.get("width") or 0, doc.get("height") or 0))
 
     def build(self, phashes: NDArray[np.int64]) -> Fingerprints:
         if self.missing:
@@ -313,6 +317,7 @@ class _PrintColumns:
             pixels=checksum_column(self.pixels),
             contents=np.array(self.contents, dtype=np.int64).view(np.uint64),
             halves=_hash_matrix(self.halves, len(HALVES)),
+            short_sides=np.array(self.short_sides, dtype=np.int32),
             signature_rows=None
             if self.with_signatures
             else np.full(len(self.centres), -1, dtype=np.intp),

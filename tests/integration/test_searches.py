@@ -11,7 +11,7 @@ from PIL import Image
 
 from schemas.messages import FindDuplicates, Scope, Sort
 from tests.harness import Event, Harness
-from tests.images import photo, write
+from tests.images import photo, sample_photo, write
 
 DAY = timedelta(days=1)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -330,3 +330,25 @@ def test_the_same_bytes_are_identical_under_the_phash_rule_too(
         (page,) = ask(harness, portal, f"r-{rule}", match=rule)
         (dup_set,) = page["sets"]
         assert [a["match"] for a in dup_set["assets"]] == ["original", "identical"], rule
+
+
+def test_a_thumbnail_smaller_than_the_signature_joins_its_original(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    # Given a photograph and its 24-pixel thumbnail, which matches only when compared at a
+    # resolution both have: the search must read each asset's size with its hashes
+    moon = sample_photo("moon.png")
+    thumbnail = moon.resize((24, 24), Image.Resampling.LANCZOS)
+    upload_all(
+        harness,
+        portal,
+        [
+            ("moon", write(images / "moon.jpg", moon, "JPEG", quality=90), {}),
+            ("thumb", write(images / "thumb.jpg", thumbnail, "JPEG", quality=75), {}),
+        ],
+    )
+
+    (verified,) = ask(harness, portal, "v")
+
+    assert set_ids(verified) == [["moon", "thumb"]]
+    assert verified["sets"][0]["assets"][1]["match"] == "near"

@@ -319,3 +319,48 @@ def test_a_narrower_aspect_cut_is_confirmed_at_the_trim_its_crop_hash_names() ->
     found = _confirmed_beside_the_stereo_view(photo, narrower)
     assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
     assert found.similarity[0] >= matching.NEAR_SIMILARITY
+
+
+def _thumbnail(photo: Image.Image, short_side: int) -> bytes:
+    """`photo` scaled to `short_side` pixels on its shorter side, as a JPEG at quality 75."""
+    factor = short_side / min(photo.size)
+    size = (round(photo.width * factor), round(photo.height * factor))
+    buffer = io.BytesIO()
+    photo.resize(size, Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=75)
+    return buffer.getvalue()
+
+
+def test_a_thumbnail_smaller_than_the_signature_is_confirmed_at_a_resolution_both_have() -> None:
+    """A 24-pixel thumbnail of the moon was enlarged to make its signature: at 32 x 32 it
+    correlates under the threshold with its original, at 8 x 8 over the coarse one."""
+    chosen, hashed = evaluation()
+    stereo = hashed[chosen.index(next(s for s in chosen if s.name == "motorcycle right view"))]
+    photo = sample_photo("moon.png")
+    images = [hash_image(_jpeg(photo), max_pixels=50_000_000)]
+    images += [hash_image(_thumbnail(photo, 24), max_pixels=50_000_000), stereo]
+    prints = matching.columns(images)
+    assert prints.short_sides.tolist()[:2] == [min(photo.size), 24]
+    plain = float(np.corrcoef(prints.signatures[0], prints.signatures[1])[0][1])
+    assert plain < matching.NEAR_SIMILARITY  # only the coarse comparison can confirm it
+
+    found = matching.confirmed_pairs(prints)
+    assert (found.first.tolist(), found.second.tolist()) == ([0], [1])
+    assert matching.KINDS[int(found.kind[0])] == "near"
+    assert found.similarity[0] >= matching.COARSE_SIMILARITY
+    # Sizes not known (0): compared as large images, so not confirmed
+    unknown = dataclasses.replace(prints, short_sides=np.zeros(3, dtype=np.int32))
+    assert len(matching.confirmed_pairs(unknown).first) == 0
+
+
+def test_a_thumbnail_of_one_stereo_view_stays_apart_from_the_other_view() -> None:
+    """At 8 x 8 the two views of a stereo pair correlate over the `near` threshold, parallax
+    and all; the coarse threshold must keep them apart."""
+    left, right = sample_photo("motorcycle_left.png"), sample_photo("motorcycle_right.png")
+    images = [hash_image(_jpeg(left), max_pixels=50_000_000)]
+    images += [hash_image(_thumbnail(right, side), max_pixels=50_000_000) for side in (24, 12)]
+    prints = matching.columns(images)
+    coarse = matching.coarse_similarity(prints.signatures[[0, 0]], prints.signatures[1:])
+    assert (coarse > matching.NEAR_SIMILARITY).all()  # the case this threshold is for
+    assert 0 in matching.candidate_pairs(prints)[0].tolist()  # proposed: confirmation decides
+    found = matching.confirmed_pairs(prints)
+    assert 0 not in found.first.tolist()  # the left view pairs with neither thumbnail

@@ -77,6 +77,7 @@ def related_prints(n: int, seed: int) -> Fingerprints:
         pixels=pixels,
         contents=contents,
         halves=halves,
+        short_sides=np.full(n, 1000, dtype=np.int32),
         signature_rows=np.full(n, -1, dtype=np.intp),
     )
 

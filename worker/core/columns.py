@@ -50,6 +50,7 @@ def same_rows(first: Candidates, second: Candidates) -> NDArray[np.bool_]:
         same &= (one.centres == two.centres) & (one.low_detail == two.low_detail)
         same &= (one.content == two.content) & (one.pixels == two.pixels)
         same &= (one.contents == two.contents) & (one.halves == two.halves).all(axis=1)
+        same &= one.short_sides == two.short_sides
     return same
 
 
@@ -96,6 +97,7 @@ def _take_prints(prints: Fingerprints, rows: NDArray[np.intp]) -> Fingerprints:
         pixels=prints.pixels[rows],
         halves=prints.halves[rows],
         contents=prints.contents[rows],
+        short_sides=prints.short_sides[rows],
         signature_rows=_signature_rows(prints)[rows],
         content_signatures=prints.content_signatures,
         content_rows=_content_rows(prints)[rows],
@@ -119,6 +121,7 @@ def _join_prints(first: Fingerprints, second: Fingerprints) -> Fingerprints:
         pixels=np.concatenate([first.pixels, second.pixels]),
         halves=np.concatenate([first.halves, second.halves]),
         contents=np.concatenate([first.contents, second.contents]),
+        short_sides=np.concatenate([first.short_sides, second.short_sides]),
         signature_rows=np.concatenate([_signature_rows(first), shifted]),
         content_signatures=np.concatenate([first.content_signatures, second.content_signatures]),
         content_rows=np.concatenate([_content_rows(first), framed]),

@@ -16,6 +16,9 @@ same bytes), then confirmed on the 32 x 32 signatures:
   symmetric photo are each other's mirror images at a glance), so they must agree closely.
 - `identical`: same bytes. Low-detail images are matched only so, or by identical pixels.
 
+A pair with an image smaller than the signature is also compared at a resolution both have
+(`coarse_similarity`): its signature was enlarged, and holds detail the image never had.
+
 The thresholds come from `benchmarks/quality.py`, which prints the margins they leave.
 """
 
@@ -66,6 +69,19 @@ HALF_RADIUS = 2
 #: another's pHash or content hash (a framed copy's content against its original: 0-4).
 CONTENT_RADIUS = 4
 
+#: An image whose shorter side is under `SIGNATURE_SIDE` pixels was enlarged to make its
+#: signature, so the signature holds detail the image never had (a 26-pixel copy correlated
+#: 0.84 with its 102-pixel original). A pair with such an image, still open after the other
+#: confirmations, is also compared at a resolution both have: signatures averaged down to
+#: `COARSE_SIDE` x `COARSE_SIDE`. Chosen on the tuning half of `benchmarks/holdout.py`: at 16 x 16
+#: a star field's 24-pixel thumbnail reached only 0.91.
+COARSE_SIDE = 8
+#: Images with a shorter side under this are not compared coarsely: fewer pixels than the grid.
+COARSE_MIN_SIDE = COARSE_SIDE
+#: Confirmation of a coarse comparison: at 8 x 8 a stereo view's thumbnail reaches 0.93 with the
+#: other view (the tuning half's hard negative), true thumbnails of 24 pixels 0.96 and more.
+COARSE_SIMILARITY = 0.95
+
 #: Candidate pairs confirmed at once (see `_confirm`).
 _CONFIRM_BLOCK = 64
 
@@ -114,6 +130,8 @@ class Fingerprints:
     contents: NDArray[np.uint64]
     """pHash of the picture inside each asset's uniform border (`borders`); 0 where it has
     none (a pHash always has its top bit set, so 0 is no pHash)."""
+    short_sides: NDArray[np.int32]
+    """Each asset's shorter side in pixels (0: not known, compared as a large image)."""
     signature_rows: NDArray[np.intp] | None = None
     """Where each asset's signature is in `signatures` (-1: not loaded); None: row i is asset i.
     A search loads signatures only for the assets its candidate pairs name."""
@@ -180,6 +198,7 @@ def columns(images: Sequence[HashedImage]) -> Fingerprints:
         pixels=checksum_column([image.pixels_sha256 for image in images]),
         halves=hex_column([h or "0" for p in prints for h in p.halves]).reshape(-1, len(HALVES)),
         contents=hex_column([p.content_phash or "0" for p in prints]),
+        short_sides=np.array([min(i.width, i.height) for i in images], dtype=np.int32),
         content_signatures=inside,
         content_rows=inside_rows,
     )
@@ -507,7 +526,28 @@ def _confirm_block(
             score = scored(prints, first[rows], second[rows])
             kind[rows[score >= NEAR_SIMILARITY]] = _CODE["near"]
             similarity[rows] = np.maximum(similarity[rows], score)
+    smaller = np.minimum(prints.short_sides[first], prints.short_sides[second])
+    open_ = (kind < 0) & ~low & (smaller >= COARSE_MIN_SIDE) & (smaller < SIGNATURE_SIDE)
+    if open_.any():
+        rows = np.flatnonzero(open_)
+        score = coarse_similarity(
+            prints.signature_of(first[rows]), prints.signature_of(second[rows])
+        )
+        kind[rows[score >= COARSE_SIMILARITY]] = _CODE["near"]
+        similarity[rows] = np.maximum(similarity[rows], score)
     return Matches(first, second, distance, kind, similarity)
+
+
+def coarse_similarity(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """The correlation of each pair of signatures averaged down to `COARSE_SIDE` a side: what
+    an image smaller than the signature and its larger original still share."""
+    block = SIGNATURE_SIDE // COARSE_SIDE
+
+    def averaged(signatures: NDArray[np.uint8]) -> NDArray[np.float64]:
+        images = signatures.reshape(-1, COARSE_SIDE, block, COARSE_SIDE, block)
+        return images.mean(axis=(2, 4), dtype=np.float64).reshape(len(signatures), -1)
+
+    return np.einsum("ij,ij->i", _normalised(averaged(a)), _normalised(averaged(b)))
 
 
 def _proposed_crop_similarity(
