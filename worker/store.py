@@ -61,7 +61,7 @@ from worker.core.deletion import AssetFacts
 from worker.core.errors import StoreUnavailable
 from worker.core.fingerprint import CROP_COUNT, HALVES, SIGNATURE_SIDE, VARIANTS
 from worker.core.grouping import Candidates
-from worker.core.hashing import HashedImage, phash_to_signed
+from worker.core.hashing import HashedImage, phash_to_signed, ranked_pixels
 from worker.core.matching import Fingerprints, checksum_column, content_columns
 from worker.observability import UPLOAD_WRITES
 
@@ -351,7 +351,7 @@ class _Columns:
     @property
     def projection(self) -> dict[str, Any]:
         """The fields `add` reads."""
-        fields = ["asset_id", "phash_i64", "pixels", "uploaded_at", "pinned_at"]
+        fields = ["asset_id", "phash_i64", "pixels", "width", "height", "uploaded_at", "pinned_at"]
         if self.with_titles:
             fields.append("title")
         if self.prints is not None:
@@ -363,7 +363,7 @@ class _Columns:
     def add(self, doc: dict[str, Any]) -> None:
         self.ids.append(doc["asset_id"])
         self.hashes.append(doc["phash_i64"])
-        self.pixels.append(doc["pixels"])
+        self.pixels.append(ranked_pixels(doc["width"], doc["height"], doc["pixels"]))
         self.uploaded.append(to_us(doc["uploaded_at"]))
         self.pinned.append(to_us(doc.get("pinned_at")))
         if self.with_titles:
@@ -686,14 +686,15 @@ class AssetStore:
         """Facts of the live assets among `asset_ids`, and which of them are deleted."""
         live: dict[str, AssetFacts] = {}
         deleted: set[str] = set()
-        projection = {"_id": 0, "asset_id": 1, "state": 1, "pixels": 1, "uploaded_at": 1}
+        projection = {"_id": 0, "asset_id": 1, "state": 1, "uploaded_at": 1}
+        projection |= {"pixels": 1, "width": 1, "height": 1}
         async for doc in self._by_ids(portal_id, asset_ids, {**projection, "pinned_at": 1}):
             if doc["state"] == DELETED:
                 deleted.add(doc["asset_id"])
             elif doc["state"] == HASHED:
                 live[doc["asset_id"]] = AssetFacts(
                     asset_id=doc["asset_id"],
-                    pixels=doc["pixels"],
+                    pixels=ranked_pixels(doc["width"], doc["height"], doc["pixels"]),
                     uploaded_at_us=to_us(doc["uploaded_at"]),
                     pinned_at_us=to_us(doc.get("pinned_at")),
                 )

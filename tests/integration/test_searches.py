@@ -352,3 +352,35 @@ def test_a_thumbnail_smaller_than_the_signature_joins_its_original(
 
     assert set_ids(verified) == [["moon", "thumb"]]
     assert verified["sets"][0]["assets"][1]["match"] == "near"
+
+
+def test_a_photograph_with_a_thin_even_rim_leads_its_captioned_copy(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    # Given a photograph whose own dark rim is an even border (stored, as before the ranking
+    # rule, with only the inside counted) and a captioned copy of it, uploaded later
+    from benchmarks.holdout import _captioned
+
+    retina = sample_photo("retina.jpg")
+    upload_all(
+        harness,
+        portal,
+        [
+            ("retina", write(images / "r.jpg", retina, "JPEG", quality=92), {"uploaded_at": T0}),
+            (
+                "captioned",
+                write(images / "c.jpg", _captioned(retina), "JPEG", quality=92),
+                {"uploaded_at": T0 + DAY},
+            ),
+        ],
+    )
+    inside = round(1411 * 1411 * 0.96)  # the rim is 1-1.4 % a side
+    harness.db.assets.update_one(
+        {"portal_id": portal, "asset_id": "retina"}, {"$set": {"pixels": inside}}
+    )
+
+    (verified,) = ask(harness, portal, "v")
+
+    # Then the photograph leads: a rim that thin counts as picture, stored before or after
+    (dup_set,) = verified["sets"]
+    assert [a["asset_id"] for a in dup_set["assets"]] == ["retina", "captioned"]

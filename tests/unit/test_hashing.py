@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests.images import encode, photo, with_exif_orientation
+from tests.images import encode, photo, sample_photo, with_exif_orientation
 from worker.core.errors import TooLarge, UnreadableImage, UnsupportedFormat
 from worker.core.hashing import (
+    RANKED_FRAME_FROM,
     hash_image,
     phash_to_signed,
     provenance,
+    ranked_pixels,
     sha256_hex,
     signed_to_phash,
 )
@@ -226,3 +228,27 @@ def test_trim_matrices_are_pillows_bilinear_resize_of_each_unit_vector(
             (side, 1), Image.Resampling.BILINEAR, box=(side * low, 0, side * (1 - high), 1)
         )
         assert np.array_equal(matrix[:, p], np.asarray(line, dtype=np.float64)[0]), p
+
+
+def test_a_photographs_own_thin_rim_ranks_as_picture_and_an_added_frame_does_not() -> None:
+    """The retina's dark rim is an even border 1-1.4 % a side, found as a frame like an added
+    one; counting only the inside ranked its captioned copy (the band breaks the rim, so it has
+    no border) above it. A frame of 5 % a side still adds no picture."""
+    from benchmarks.holdout import _captioned, _framed
+
+    retina = sample_photo("retina.jpg")
+    original, captioned, framed = (
+        hash_image(encode(image, "JPEG", quality=92), max_pixels=10**8)
+        for image in (retina, _captioned(retina), _framed(retina))
+    )
+    assert original.picture is not None  # the rim is found
+    assert original.picture < original.width * original.height * (1 - 0.03)
+    assert original.pixels == original.width * original.height == captioned.pixels
+    assert framed.picture is not None and framed.pixels == framed.picture < original.pixels
+
+    # The rank of a stored count, whether stored before the rule (the picture) or after
+    whole = 1000 * 800
+    thin, thick = round(whole * (1 - RANKED_FRAME_FROM / 2)), round(whole * 0.7)
+    assert ranked_pixels(1000, 800, thin) == ranked_pixels(1000, 800, whole) == whole
+    assert ranked_pixels(1000, 800, thick) == thick
+    assert ranked_pixels(1000, 800, None) == whole
