@@ -232,6 +232,16 @@ def _fingerprint_fields(image: HashedImage) -> dict[str, Any]:
     }
 
 
+#: What an asset's rank as an original is read from (`_ranked`).
+_RANK_FIELDS = ("pixels", "width", "height")
+
+
+def _ranked(doc: dict[str, Any]) -> int:
+    """The pixels a stored asset ranks by: its stored count, made before the ranking rule or
+    after, ranked as `hashing.ranked_pixels` ranks a fresh image."""
+    return ranked_pixels(doc["width"], doc["height"], doc["pixels"])
+
+
 def _hash_matrix(packed: bytearray, per_asset: int) -> NDArray[np.uint64]:
     """Packed big-endian 64-bit hashes as an (assets, per_asset) column block."""
     values = np.frombuffer(bytes(packed), dtype=">u8").astype(np.uint64)
@@ -351,7 +361,7 @@ class _Columns:
     @property
     def projection(self) -> dict[str, Any]:
         """The fields `add` reads."""
-        fields = ["asset_id", "phash_i64", "pixels", "width", "height", "uploaded_at", "pinned_at"]
+        fields = ["asset_id", "phash_i64", *_RANK_FIELDS, "uploaded_at", "pinned_at"]
         if self.with_titles:
             fields.append("title")
         if self.prints is not None:
@@ -363,7 +373,7 @@ class _Columns:
     def add(self, doc: dict[str, Any]) -> None:
         self.ids.append(doc["asset_id"])
         self.hashes.append(doc["phash_i64"])
-        self.pixels.append(ranked_pixels(doc["width"], doc["height"], doc["pixels"]))
+        self.pixels.append(_ranked(doc))
         self.uploaded.append(to_us(doc["uploaded_at"]))
         self.pinned.append(to_us(doc.get("pinned_at")))
         if self.with_titles:
@@ -686,15 +696,15 @@ class AssetStore:
         """Facts of the live assets among `asset_ids`, and which of them are deleted."""
         live: dict[str, AssetFacts] = {}
         deleted: set[str] = set()
-        projection = {"_id": 0, "asset_id": 1, "state": 1, "uploaded_at": 1}
-        projection |= {"pixels": 1, "width": 1, "height": 1}
-        async for doc in self._by_ids(portal_id, asset_ids, {**projection, "pinned_at": 1}):
+        fields = ("asset_id", "state", "uploaded_at", "pinned_at", *_RANK_FIELDS)
+        projection = {"_id": 0, **dict.fromkeys(fields, 1)}
+        async for doc in self._by_ids(portal_id, asset_ids, projection):
             if doc["state"] == DELETED:
                 deleted.add(doc["asset_id"])
             elif doc["state"] == HASHED:
                 live[doc["asset_id"]] = AssetFacts(
                     asset_id=doc["asset_id"],
-                    pixels=ranked_pixels(doc["width"], doc["height"], doc["pixels"]),
+                    pixels=_ranked(doc),
                     uploaded_at_us=to_us(doc["uploaded_at"]),
                     pinned_at_us=to_us(doc.get("pinned_at")),
                 )

@@ -14,7 +14,7 @@ from schemas.envelope import build_envelope
 from schemas.messages import DeleteDuplicates, FindDuplicates, MakeOriginal
 from tests.commands import clashing_commands
 from tests.harness import Harness
-from tests.images import photo, write
+from tests.images import photo, sample_photo, write
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -339,3 +339,37 @@ def test_delete_checks_the_rule_the_sets_were_found_with(
     # under the verified rule.
     assert events["d1"]["rejected"] == [{"asset_id": "m1", "reason": "not_a_duplicate"}]
     assert events["d2"]["deleted"] == ["m2"]
+
+
+def test_a_photograph_with_a_thin_even_rim_is_not_deleted_as_its_captioned_copys_duplicate(
+    harness: Harness, portal: str, images: Path
+) -> None:
+    # Given a photograph whose own dark rim is an even border, stored as before the ranking rule
+    # (only the inside counted), and a captioned copy of it uploaded later
+    from benchmarks.holdout import _captioned
+
+    retina = sample_photo("retina.jpg")
+    harness.upload(portal, "retina", write(images / "r.jpg", retina, "JPEG", quality=92))
+    captioned = write(images / "c.jpg", _captioned(retina), "JPEG", quality=92)
+    harness.upload(portal, "captioned", captioned, uploaded_at=T0 + timedelta(days=1))
+    harness.wait_for(portal, "asset.hashed", count=2)
+    harness.db.assets.update_one(
+        {"portal_id": portal, "asset_id": "retina"},
+        {"$set": {"pixels": round(1411 * 1411 * 0.96), "uploaded_at": T0}},
+    )
+
+    # When a stale screen asks to delete the photograph as the captioned copy's duplicate
+    harness.send(
+        DeleteDuplicates(
+            command_id="d1",
+            portal_id=portal,
+            original_id="captioned",
+            asset_ids=["retina"],
+            match="verified",
+        )
+    )
+
+    # Then the photograph is refused as the set's original: the rim counts as picture
+    (event,) = harness.wait_for(portal, "duplicates.deleted")
+    assert event["deleted"] == []
+    assert event["rejected"] == [{"asset_id": "retina", "reason": "is_original"}]
