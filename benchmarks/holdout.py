@@ -264,7 +264,7 @@ def _with_thumbnails(negatives: list[Sample], sides: tuple[int, ...] = (24,)) ->
     for sample in negatives:
         with Image.open(io.BytesIO(sample.data)) as image:
             for side in sides:
-                data = _jpeg(_thumbnail(image.convert("RGB"), side), 75)
+                data = _thumbnail_edit(side)(image.convert("RGB"))
                 out.append(Sample(f"{sample.name} {side} px", sample.family, "negative", data))
     return out
 

@@ -304,7 +304,7 @@ class _PrintColumns:
         self.halves += doc.get("halves") or bytes(8 * len(HALVES))
         self.content.append(doc.get("sha256"))
         self.pixels.append(doc.get("pixels_sha256"))
-        self.short_sides.append(min(doc.get("width") or 0, doc.get("height") or 0))
+        self.short_sides.append(min(doc["width"], doc["height"]))
 
     def build(self, phashes: NDArray[np.int64]) -> Fingerprints:
         if self.missing:
