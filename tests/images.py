@@ -64,3 +64,20 @@ def with_exif_orientation(image: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+
+
+#: What the retina (1411 x 1411) was stored with before originals ranked a thin rim as picture:
+#: the pixels inside its rim only (the rim takes 1-1.4 % a side).
+RETINA_INSIDE_PIXELS = round(1411 * 1411 * 0.96)
+
+
+def retina_and_its_captioned_copy(folder: Path) -> tuple[Path, Path]:
+    """The retina photograph, whose own dark rim is an even border like an added frame, and a
+    copy with a caption band across the bottom (which breaks the rim), as JPEGs in `folder`."""
+    from benchmarks.holdout import _captioned
+
+    retina = sample_photo("retina.jpg")
+    return (
+        write(folder / "retina.jpg", retina, "JPEG", quality=92),
+        write(folder / "captioned.jpg", _captioned(retina), "JPEG", quality=92),
+    )

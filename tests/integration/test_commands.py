@@ -14,7 +14,7 @@ from schemas.envelope import build_envelope
 from schemas.messages import DeleteDuplicates, FindDuplicates, MakeOriginal
 from tests.commands import clashing_commands
 from tests.harness import Harness
-from tests.images import photo, sample_photo, write
+from tests.images import RETINA_INSIDE_PIXELS, photo, retina_and_its_captioned_copy, write
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -346,16 +346,13 @@ def test_a_photograph_with_a_thin_even_rim_is_not_deleted_as_its_captioned_copys
 ) -> None:
     # Given a photograph whose own dark rim is an even border, stored as before the ranking rule
     # (only the inside counted), and a captioned copy of it uploaded later
-    from benchmarks.holdout import _captioned
-
-    retina = sample_photo("retina.jpg")
-    harness.upload(portal, "retina", write(images / "r.jpg", retina, "JPEG", quality=92))
-    captioned = write(images / "c.jpg", _captioned(retina), "JPEG", quality=92)
+    retina, captioned = retina_and_its_captioned_copy(images)
+    harness.upload(portal, "retina", retina)
     harness.upload(portal, "captioned", captioned, uploaded_at=T0 + timedelta(days=1))
     harness.wait_for(portal, "asset.hashed", count=2)
     harness.db.assets.update_one(
         {"portal_id": portal, "asset_id": "retina"},
-        {"$set": {"pixels": round(1411 * 1411 * 0.96), "uploaded_at": T0}},
+        {"$set": {"pixels": RETINA_INSIDE_PIXELS, "uploaded_at": T0}},
     )
 
     # When a stale screen asks to delete the photograph as the captioned copy's duplicate

@@ -11,7 +11,13 @@ from PIL import Image
 
 from schemas.messages import FindDuplicates, Scope, Sort
 from tests.harness import Event, Harness
-from tests.images import photo, sample_photo, write
+from tests.images import (
+    RETINA_INSIDE_PIXELS,
+    photo,
+    retina_and_its_captioned_copy,
+    sample_photo,
+    write,
+)
 
 DAY = timedelta(days=1)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -359,24 +365,17 @@ def test_a_photograph_with_a_thin_even_rim_leads_its_captioned_copy(
 ) -> None:
     # Given a photograph whose own dark rim is an even border (stored, as before the ranking
     # rule, with only the inside counted) and a captioned copy of it, uploaded later
-    from benchmarks.holdout import _captioned
-
-    retina = sample_photo("retina.jpg")
+    retina, captioned = retina_and_its_captioned_copy(images)
     upload_all(
         harness,
         portal,
         [
-            ("retina", write(images / "r.jpg", retina, "JPEG", quality=92), {"uploaded_at": T0}),
-            (
-                "captioned",
-                write(images / "c.jpg", _captioned(retina), "JPEG", quality=92),
-                {"uploaded_at": T0 + DAY},
-            ),
+            ("retina", retina, {"uploaded_at": T0}),
+            ("captioned", captioned, {"uploaded_at": T0 + DAY}),
         ],
     )
-    inside = round(1411 * 1411 * 0.96)  # the rim is 1-1.4 % a side
     harness.db.assets.update_one(
-        {"portal_id": portal, "asset_id": "retina"}, {"$set": {"pixels": inside}}
+        {"portal_id": portal, "asset_id": "retina"}, {"$set": {"pixels": RETINA_INSIDE_PIXELS}}
     )
 
     (verified,) = ask(harness, portal, "v")
