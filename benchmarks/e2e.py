@@ -56,38 +56,54 @@ class Run:
     broker_cpu: float
     script_cpu: float
     """This process's: publishing the uploads and reading their outcomes, as the portal would."""
+    pure: float = 0.0
+    """Pure hashing's images per second around this run (`end_to_end`)."""
 
 
 #: The configurations compared, the first the baseline: how uploads were written before (each
 #: first upload looked up, marked pending at once, then updated with its result; every read and
 #: write its own request: `DUPFINDER_WRITE_BATCH=1` sends look-ups alone too), then the same
-#: with reads and writes batched, then the default (a first upload one insert, batched).
+#: with reads and writes batched, then a first upload one insert, batched within the 50 ms
+#: window of before, then the default (the same, batches gathered for up to 200 ms).
 CONFIGURATIONS = [
     (
         "pending at once, each read/write alone",
         {"DUPFINDER_PENDING_AFTER_S": "0", "DUPFINDER_WRITE_BATCH": "1"},
     ),
     ("pending at once, batched", {"DUPFINDER_PENDING_AFTER_S": "0"}),
+    ("one insert an upload, 50 ms window", {"DUPFINDER_WRITE_WINDOW_MS": "50"}),
     ("one insert an upload, batched (default)", {}),
 ]
 
 
-def end_to_end(n: int, files: list[Path], pure_rate: float, rounds: int = 1) -> float:
-    """Print and return uploads per second through the whole service under the default, beside
-    the earlier ways of writing an upload, each configuration run `rounds` times in turn."""
+def end_to_end(n: int, files: list[Path], rounds: int = 1) -> float:
+    """Print and return the default's uploads per second through the whole service as a share
+    of pure hashing, beside the earlier ways of writing an upload, each configuration run
+    `rounds` times in turn.
+
+    Pure hashing (the same files on as many processes as cores, nothing else running) is
+    measured before the first run and after every run, and each run is held to the mean of the
+    two measured around it: this machine's speed drifts by 10-20 % within minutes, so one pure
+    figure taken at the start made the later runs' shares wander with it.
+    """
+    cores = os.cpu_count() or 1
+    paths = [str(f) for f in files]
+    pures = [_pure_rate(paths, cores)]
     runs: dict[str, list[Run]] = {label: [] for label, _ in CONFIGURATIONS}
     for _ in range(rounds):
         for label, env in CONFIGURATIONS:
-            runs[label].append(_run(n, files, label, env))
-    cores = os.cpu_count() or 1
+            run = _run(n, files, label, env)
+            pures.append(_pure_rate(paths, cores))
+            run.pure = (pures[-2] + pures[-1]) / 2
+            runs[label].append(run)
     print(
         f"\n== end to end: {n} uploads of {files[0].parent.name} through RabbitMQ and "
         f"SecantusDB, {cores} worker processes on {cores} cores, {rounds} round(s); pure hashing "
-        f"on the same files and cores: {pure_rate:.1f} images/s, "
-        f"{cores / pure_rate * 1000:.1f} ms of CPU an image"
+        f"on the same files and cores between the runs: {min(pures):.1f}-{max(pures):.1f} "
+        "images/s (each run against the mean of those before and after it)"
     )
     print(
-        f"{'':<40} {'uploads/s':>9} {'of pure':>8} {'DB CPU/upload':>14} "
+        f"{'':<40} {'uploads/s':>9} {'pure':>6} {'of pure':>8} {'DB CPU/upload':>14} "
         f"{'worker CPU/upload':>18} {'RabbitMQ CPU/upload':>20} {'script':>7} {'idle':>6}"
     )
     for label, _ in CONFIGURATIONS:
@@ -95,7 +111,7 @@ def end_to_end(n: int, files: list[Path], pure_rate: float, rounds: int = 1) -> 
             used = run.server_cpu + run.worker_cpu + run.broker_cpu + run.script_cpu
             idle = cores * run.elapsed - used
             print(
-                f"{run.label:<40} {run.rate:>9.1f} {run.rate / pure_rate:>8.0%} "
+                f"{run.label:<40} {run.rate:>9.1f} {run.pure:>6.1f} {run.rate / run.pure:>8.0%} "
                 f"{run.server_cpu / n * 1000:>11.1f} ms {run.worker_cpu / n * 1000:>15.1f} ms "
                 f"{run.broker_cpu / n * 1000:>17.1f} ms {run.script_cpu:>6.2f}s {idle:>5.2f}s"
             )
@@ -103,16 +119,23 @@ def end_to_end(n: int, files: list[Path], pure_rate: float, rounds: int = 1) -> 
     best = runs[CONFIGURATIONS[-1][0]]
     base_db = statistics.median(r.server_cpu for r in base)
     best_db = statistics.median(r.server_cpu for r in best)
-    rate = statistics.median(r.rate for r in best)
-    base_rate = statistics.median(r.rate for r in base)
+    share = statistics.median(r.rate / r.pure for r in best)
+    base_share = statistics.median(r.rate / r.pure for r in base)
     print(
-        f"default against the first line (medians): {rate / base_rate:.2f}x "
-        f"the uploads/s, {rate / pure_rate:.0%} of pure hashing; the database's CPU an upload "
+        f"default against the first line (medians): {share / base_share:.2f}x "
+        f"the uploads/s, {share:.0%} of pure hashing; the database's CPU an upload "
         f"{base_db / max(best_db, 1e-9):.2f}x less ('script': this process's CPU, publishing "
         "and reading outcomes as the portal would; 'idle': core time no process used, and other "
         "processes')"
     )
-    return rate
+    return share
+
+
+def _pure_rate(paths: list[str], cores: int) -> float:
+    """Images per second hashing `paths` on `cores` processes, about 200 images' worth."""
+    from benchmarks.hashing import pool_rate
+
+    return pool_rate(paths, cores, max(1, 200 // len(paths)))
 
 
 def _run(n: int, files: list[Path], label: str, env: dict[str, str]) -> Run:
@@ -201,14 +224,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each configuration")
     args = parser.parse_args()
     from benchmarks.corpus import camera_files
-    from benchmarks.hashing import pool_rate
     from worker.core import shrink
 
     shrink.compile_ahead()
-    files = camera_files(args.megapixels, "JPEG")
-    cores = os.cpu_count() or 1
-    pure = max(pool_rate([str(f) for f in files], cores, 3) for _ in range(2))
-    end_to_end(args.n, files, pure, args.rounds)
+    end_to_end(args.n, camera_files(args.megapixels, "JPEG"), args.rounds)
 
 
 if __name__ == "__main__":

@@ -230,11 +230,11 @@ def main() -> None:
     shrink.compile_ahead()  # Numba's compile or cache load, before anything is timed
     throughput_table(args.quick)
     recall_table(args.quick)
-    pure = scaling_table(args.quick, args.e2e_megapixels)
+    scaling_table(args.quick, args.e2e_megapixels)
     if args.e2e:
         from benchmarks.e2e import end_to_end
 
-        end_to_end(args.e2e, camera_files(args.e2e_megapixels, "JPEG"), pure)
+        end_to_end(args.e2e, camera_files(args.e2e_megapixels, "JPEG"))
 
 
 if __name__ == "__main__":

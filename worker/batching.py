@@ -32,7 +32,7 @@ DUPLICATE_KEY = 11000
 
 #: The settings' defaults (`DUPFINDER_WRITE_BATCH`, `DUPFINDER_WRITE_WINDOW_MS`).
 MAX_WRITES = 64
-WINDOW_MS = 50.0
+WINDOW_MS = 200.0
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,21 @@ class Written:
 
 class WriteBatcher:
     """Gathers the writes of one collection for up to `window_s`, or `max_writes` of them, or
-    until every writer counted as `coming` has joined, and sends them as one unordered
-    `bulk_write`.
+    until every writer counted as `coming` has joined but the `hashing` last, and sends them as
+    one unordered `bulk_write`.
 
     Lives on the event loop that owns the collection. Writes in one batch must not depend on
     each other's order (unordered: the server may apply them in any order), which holds for the
     worker's writes: each names one asset and is idempotent. An error of the whole request (the
     server unreachable, a write-concern failure) is raised to every writer of the batch, to be
     retried as each would have been alone. `max_writes=1` sends each write on its own.
+
+    `hashing` is the number of writers that may be in a hashing thread's hands: a batch does not
+    wait for the last that many. Waiting for them would leave the hashing threads idle once they
+    are done, for the uploads that would have followed them hold a message thread each until
+    their own write is answered; going without them keeps the threads fed while the batch is
+    written, so the window can be long enough to gather a batch of every message thread's
+    upload (benchmarks/e2e.py).
     """
 
     def __init__(
@@ -64,10 +71,12 @@ class WriteBatcher:
         *,
         max_writes: int = MAX_WRITES,
         window_s: float = WINDOW_MS / 1000,
+        hashing: int = 0,
     ) -> None:
         self._collection = collection
         self._max = max_writes
         self._window_s = window_s
+        self._hashing = hashing
         self._waiting: list[tuple[InsertOne[Any] | UpdateOne, asyncio.Future[Written]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
@@ -80,15 +89,16 @@ class WriteBatcher:
         """Count a writer on its way (an upload being fetched and hashed) while in the block.
 
         A batch with counted writers on their way waits for them up to the window; once every
-        one has joined it goes at once, so a lone upload is not delayed by the window that
-        gathers the writes of many. (Writers never counted wait out the window.)
+        one has joined (but the `hashing` last) it goes at once, so a lone upload is not delayed
+        by the window that gathers the writes of many. (Writers never counted wait out the
+        window.)
         """
         self._coming += 1
         try:
             yield
         finally:
             self._coming -= 1
-            if self._waiting and len(self._waiting) >= self._coming:
+            if self._waiting and self._all_joined():
                 self._flush()  # the writers still waiting need not wait for this one
 
     async def write(self, operation: InsertOne[Any] | UpdateOne) -> Written:
@@ -96,11 +106,15 @@ class WriteBatcher:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Written] = loop.create_future()
         self._waiting.append((operation, done))
-        if len(self._waiting) >= self._max or 0 < self._coming <= len(self._waiting):
+        if len(self._waiting) >= self._max or (self._coming > 0 and self._all_joined()):
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self._window_s, self._flush)
         return await done
+
+    def _all_joined(self) -> bool:
+        """Whether every counted writer on its way but the `hashing` last waits in the batch."""
+        return len(self._waiting) >= self._coming - self._hashing
 
     def _flush(self) -> None:
         if self._timer is not None:

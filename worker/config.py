@@ -42,9 +42,10 @@ class Settings(BaseSettings):
     """MongoDB URL (a replica set's: `mongodb://a,b,c/?replicaSet=rs0`)."""
     write_batch: Annotated[int, Field(ge=1, le=1000)] = 64
     """Most uploads' writes one worker process sends MongoDB in one request (1 = each alone)."""
-    write_window_ms: Annotated[float, Field(ge=0, le=1000)] = 50.0
-    """How long an upload's write waits for the uploads still being hashed in its process to
-    share its request (worker.batching); it goes at once when none is."""
+    write_window_ms: Annotated[float, Field(ge=0, le=1000)] = 200.0
+    """How long an upload's write waits for the other uploads of its process to share its
+    request (worker.batching); it goes at once when no other is on its way but those the hash
+    threads may hold."""
     pending_after_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
     """A first upload still being fetched or hashed after this long is recorded as `pending`
     (for `dupfinder status`); one done sooner is written once, hashed or failed. 0 records

@@ -418,13 +418,18 @@ class AssetStore:
         *,
         write_batch: int = MAX_WRITES,
         write_window_ms: float = WINDOW_MS,
+        hash_threads: int = 0,
     ) -> None:
         db = client[database]
         self._client = client
         self._assets: AsyncCollection[dict[str, Any]] = db["assets"]
-        #: The uploads' writes of this process, sent together (see `worker.batching`).
+        #: The uploads' writes of this process, sent together (see `worker.batching`); a batch
+        #: does not wait for the uploads the process's `hash_threads` may be hashing.
         self.asset_writes = WriteBatcher(
-            self._assets, max_writes=write_batch, window_s=write_window_ms / 1000
+            self._assets,
+            max_writes=write_batch,
+            window_s=write_window_ms / 1000,
+            hashing=hash_threads,
         )
         #: The uploads' look-ups of this process, asked early and sent together.
         self.upload_lookups = LookupBatcher(self._assets, UPLOAD_STATE_FIELDS, max_keys=write_batch)
@@ -444,6 +449,7 @@ class AssetStore:
         write_concern: str = "majority",
         write_batch: int = MAX_WRITES,
         write_window_ms: float = WINDOW_MS,
+        hash_threads: int = 0,
     ) -> AssetStore:
         """A store on a new client. Must run on the event loop that will use it.
 
@@ -466,7 +472,13 @@ class AssetStore:
             socketTimeoutMS=socket_timeout_ms(timeout_ms),
             appname="dupfinder-worker",
         )
-        return cls(client, database, write_batch=write_batch, write_window_ms=write_window_ms)
+        return cls(
+            client,
+            database,
+            write_batch=write_batch,
+            write_window_ms=write_window_ms,
+            hash_threads=hash_threads,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AssetStore:
@@ -478,6 +490,7 @@ class AssetStore:
             write_concern=settings.mongodb_write_concern,
             write_batch=settings.write_batch,
             write_window_ms=settings.write_window_ms,
+            hash_threads=settings.hash_threads,
         )
 
     async def close(self) -> None:

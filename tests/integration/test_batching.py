@@ -105,6 +105,37 @@ def test_writes_of_counted_writers_wait_only_for_the_writers_still_on_their_way(
     _run(mongo_url, body)
 
 
+def test_a_batch_does_not_wait_for_the_writers_the_hashing_threads_may_hold(
+    mongo_url: str,
+) -> None:
+    async def body(collection: Any) -> None:
+        batcher = WriteBatcher(collection, max_writes=100, window_s=30.0, hashing=2)
+        sent_at: dict[int, float] = {}
+
+        async def upload(n: int, hashing_s: float) -> None:
+            with batcher.coming():
+                await asyncio.sleep(hashing_s)
+                await batcher.write(InsertOne({"portal_id": "p", "asset_id": f"a{n}"}))
+                sent_at[n] = time.monotonic() - started
+
+        # Five on their way, three written at once: they go without the two still hashing
+        # (which would otherwise hold them for the 30 s window or until both had joined); those
+        # two, each of which a hashing thread may hold, then go as they come.
+        started = time.monotonic()
+        await asyncio.gather(*(upload(n, 0.0) for n in range(3)), upload(3, 1.0), upload(4, 1.0))
+        assert max(sent_at[n] for n in range(3)) < 0.8
+        assert min(sent_at[3], sent_at[4]) >= 1.0
+        assert batcher.requests == 3
+
+        # Writers never counted as on their way still wait out the window
+        quick = WriteBatcher(collection, max_writes=100, window_s=0.3, hashing=2)
+        started = time.monotonic()
+        await quick.write(InsertOne({"portal_id": "p", "asset_id": "uncounted"}))
+        assert 0.3 <= time.monotonic() - started < 5
+
+    _run(mongo_url, body)
+
+
 def _unreachable(body: Any) -> Any:
     """`body(collection)` on a client of a database node that never answers."""
 
