@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,8 +147,6 @@ def test_one_worker_hashes_in_this_process_with_the_same_sets(
 ) -> None:
     """A one-core scan starts no child (it would only add its start-up and copying), and finds
     what a pool of two finds."""
-    from worker import scan as scanning
-
     make_folder(tmp_path)
     write(tmp_path / "unreadable.jpg", photo(92))
     (tmp_path / "unreadable.jpg").write_bytes(b"\xff\xd8 not really")
@@ -161,9 +161,26 @@ def test_one_worker_hashes_in_this_process_with_the_same_sets(
     def no_pool(*args: object, **kwargs: object) -> None:
         raise AssertionError("a one-worker scan started a process pool")
 
-    monkeypatch.setattr(scanning, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_pool)
     assert found(1) == pooled
     assert pooled[0] and pooled[1] == [str(tmp_path / "unreadable.jpg")]
+
+
+def test_a_one_worker_scan_does_not_import_multiprocessing(tmp_path: Path) -> None:
+    """Its import is 5-6 ms of the start of a process that never forks (benchmarks/scan.py)."""
+    make_folder(tmp_path)
+    probe = (
+        "import sys\n"
+        "from worker.cli import main\n"
+        f"code = main(['scan', '--quiet', '--json', '--workers', '1', {str(tmp_path)!r}])\n"
+        "assert code == 0, code\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('multiprocessing', "
+        "'concurrent.futures.process'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_only_files_whose_size_another_shares_are_checksummed(
