@@ -51,15 +51,18 @@ MEGAPIXELS = tuple(round(4 + k * 8 / 13, 2) for k in range(14))
 PACKAGES = tuple(Path(__file__).resolve().parents[1] / name for name in ("worker", "schemas"))
 
 
-def byte_compiled(compiled: bool) -> None:
-    """Write the project's bytecode, as `pip install` does for an installed package, or remove
-    it (only `.pyc` files: Numba keeps its compiled loops' cache in the same folders)."""
+def write_bytecode() -> None:
+    """Byte-compile the project, as `pip install` does for an installed package."""
     for package in PACKAGES:
-        if compiled:
-            compileall.compile_dir(package, quiet=1)
-        else:
-            for path in package.rglob("*.pyc"):
-                path.unlink()
+        compileall.compile_dir(package, quiet=1)
+
+
+def remove_bytecode() -> None:
+    """Remove the project's `.pyc` files only: Numba keeps its compiled loops' cache in the same
+    folders."""
+    for package in PACKAGES:
+        for path in package.rglob("*.pyc"):
+            path.unlink()
 
 
 def files() -> list[Path]:
@@ -111,15 +114,15 @@ def main() -> None:
     empty = Path(tempfile.mkdtemp(prefix="dupfinder-empty-"))
     bare, scans, hashing, starts, cold, imports = [], [], [], [], [], []
     for _ in range(args.rounds):
-        byte_compiled(True)
+        write_bytecode()
         bare.append(bare_decode_seconds(paths))
         scans.append(scan_seconds(paths, args.workers))
         hashing.append(hashing_seconds(paths))
         starts.append(scan_seconds([empty], args.workers))
         imports.append(command_seconds([sys.executable, "-c", UNAVOIDABLE]))
-        byte_compiled(False)
+        remove_bytecode()
         cold.append(scan_seconds([empty], args.workers))
-    byte_compiled(True)
+    write_bytecode()
     empty.rmdir()
     n = len(paths)
     print(
