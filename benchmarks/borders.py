@@ -18,7 +18,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from benchmarks.corpus import camera_files
-from worker.core import hashing, shrink
+from worker.core import hashing
 
 
 def _framed(data: bytes) -> bytes:
@@ -44,7 +44,6 @@ def main() -> None:
     parser.add_argument("--megapixels", type=int, default=12, choices=(1, 4, 12))
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    shrink.compile_ahead()
     plain = [p.read_bytes() for p in camera_files(args.megapixels, "JPEG")]
     sets = {"no border": plain, "5 % white frame": [_framed(d) for d in plain]}
     shipped = hashing._border

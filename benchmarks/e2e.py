@@ -224,9 +224,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each configuration")
     args = parser.parse_args()
     from benchmarks.corpus import camera_files
-    from worker.core import shrink
 
-    shrink.compile_ahead()
     end_to_end(args.n, camera_files(args.megapixels, "JPEG"), args.rounds)
 
 

@@ -26,7 +26,6 @@ import imagehash
 from PIL import Image
 
 from benchmarks.corpus import camera_files, encoded, photos
-from worker.core import shrink
 from worker.core.hashing import REDUCED_MIN_SIDE, hash_image
 
 Image.MAX_IMAGE_PIXELS = 200_000_000
@@ -227,7 +226,6 @@ def main() -> None:
         f"{len(photos())} base photos; Pillow {Image.__version__}, imagehash "
         f"{imagehash.__version__}; reduced decoding down to {REDUCED_MIN_SIDE} px"
     )
-    shrink.compile_ahead()  # Numba's compile or cache load, before anything is timed
     throughput_table(args.quick)
     recall_table(args.quick)
     scaling_table(args.quick, args.e2e_megapixels)

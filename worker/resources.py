@@ -72,8 +72,8 @@ class Resources(Middleware):
         # Decoded images are large and short-lived: map them on their own, so that freeing one
         # gives its memory back to the system (the process returns to its idle size).
         tune_allocator()
-        # The shrink and search loops are compiled (Numba): load them from the cache, or compile
-        # them, here rather than in the first upload or search this process handles.
+        # The search loops are compiled (Numba): load them from the cache, or compile them, here
+        # rather than in the first search this process handles.
         started = time.perf_counter()
         compile_ahead()
         log.info("compiled loops ready in %.2f s", time.perf_counter() - started)

@@ -20,7 +20,7 @@ import numpy as np
 
 from schemas.events import DuplicateSet
 from schemas.messages import MatchRule, Sort
-from worker.core import grouping, matching, pages, shrink
+from worker.core import grouping, matching, pages
 from worker.core.errors import PermanentError, TransientError
 from worker.core.hashing import HashedImage, hash_image
 from worker.fetching import FetchLimits, fetch
@@ -41,11 +41,6 @@ IMAGE_SUFFIXES = frozenset(
         ".avif",
     }
 )
-
-#: Files from which a scan loads the compiled 32 x 32 shrink: loading it costs a process about
-#: 0.8 s on one core and saves about 0.9 ms an image (measured on 4-12 MP JPEGs,
-#: `benchmarks/scan.py`); smaller scans resize with Pillow, with the same bits.
-COMPILED_SHRINK_FROM = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +114,6 @@ def scan(
     files = [str(p) for p in image_files(paths)]
     stats = [_stat(path) for path in files]  # once: sizes for the checksums, times for the sets
     n, checksums = len(files), checksummed([s.st_size if s else -1 for s in stats])
-    if n >= COMPILED_SHRINK_FROM:
-        shrink.compile_ahead()  # before the pool forks, so that its children inherit the loops
     hashed: list[tuple[str, HashedImage]] = []
     failures: list[ScanFailure] = []
     with contextlib.ExitStack() as stack:
@@ -134,8 +127,8 @@ def scan(
                 _hash_file, files, [limits] * n, [max_pixels] * n, checksums, chunksize=8
             )
         else:
-            # One worker hashes here: a child would only add its start, the copying of every
-            # result back, and a second load of the compiled shrink, all on the same core.
+            # One worker hashes here: a child would only add its start and the copying of
+            # every result back, on the same core.
             outcomes = map(_hash_file, files, [limits] * n, [max_pixels] * n, checksums)
         for done, (path, outcome) in enumerate(zip(files, outcomes, strict=True), start=1):
             if isinstance(outcome, ScanFailure):

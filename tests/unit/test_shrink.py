@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -10,15 +12,14 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from worker.core import shrink as shrink_module
-from worker.core.shrink import SIDE, agrees_with_pillow, compile_ahead, shrink, uses_compiled
+from worker.core.shrink import SIDE, agrees_with_pillow, shrink, uses_native
 
 
 @pytest.fixture(autouse=True)
 def compiled_shrink() -> None:
-    """Every test here runs the compiled loops, as a worker does (a process that never asks for
-    them resizes with Pillow, and would compare Pillow with itself)."""
-    compile_ahead()
-    assert uses_compiled()
+    """Every test here runs the C extension, which every installation with a C compiler builds:
+    without it `shrink` resizes with Pillow and the tests would compare Pillow with itself."""
+    assert uses_native(), "worker.core._shrink is not built (pip install -e . with a C compiler)"
 
 
 def _pillow(image: Image.Image, gap: float | None) -> NDArray[np.uint8]:
@@ -65,19 +66,67 @@ def test_only_greyscale_is_accepted() -> None:
 
 
 @pytest.fixture
-def broken_lanczos(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def rechecked() -> Iterator[None]:
+    """The check against Pillow made afresh in the test, and again after it."""
     agrees_with_pillow.cache_clear()
-    monkeypatch.setattr(shrink_module, "_lanczos", lambda pixels, extent: np.zeros((32, 32)))
     yield
     agrees_with_pillow.cache_clear()
 
 
-@pytest.mark.usefixtures("broken_lanczos")
-def test_a_disagreement_with_pillow_falls_back_to_pillows_resize(
+@pytest.mark.usefixtures("rechecked")
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("_lanczos", lambda pixels, extent: np.zeros((32, 32)), "falls back to Pillow"),
+        ("_native", None, "not built"),
+    ],
+    ids=["disagreeing", "not-built"],
+)
+def test_a_shrink_that_disagrees_or_is_missing_falls_back_to_pillows_resize(
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    name: str,
+    value: object,
+    says: str,
 ) -> None:
+    monkeypatch.setattr(shrink_module, name, value)
     image = _noise(577, 433, seed=3)
-    assert not agrees_with_pillow()
-    assert "falls back to Pillow" in caplog.text
+    assert not uses_native()
+    assert says in caplog.text
     for gap in (None, 8.0):
         assert np.array_equal(shrink(image, gap), _pillow(image, gap))
+
+
+def test_the_extension_refuses_pixels_and_taps_that_do_not_fit() -> None:
+    # Bytes from outside the module must never make the C code read past a buffer.
+    native = shrink_module._native
+    assert native is not None
+    across, down = native.taps(64, 64.0), native.taps(48, 48.0)
+    assert len(native.lanczos(bytes(64 * 48), 64, 48, across, down)) == SIDE * SIDE
+    for pixels, width, height, a, d in (
+        (bytes(64 * 48 - 1), 64, 48, across, down),  # too few pixels
+        (bytes(64 * 48), 48, 64, across, down),  # taps for 64 inputs across 48
+        (bytes(64 * 48), 64, 48, across[:-4], down),  # truncated taps
+        (bytes(64 * 48), 64, 48, across, b""),
+    ):
+        with pytest.raises(ValueError):
+            native.lanczos(pixels, width, height, a, d)
+    for size, extent in ((0, 1.0), (10, 11.0), (10, 0.0)):
+        with pytest.raises(ValueError):
+            native.taps(size, extent)
+
+
+def test_the_worker_and_a_scan_hash_without_loading_numba() -> None:
+    """Numba costs a process about a second before its first call; hashing must not need it."""
+    script = """
+import io, sys
+from PIL import Image
+from worker.core import hashing, shrink
+buffer = io.BytesIO()
+Image.radial_gradient("L").resize((900, 700)).save(buffer, "JPEG")
+hashing.hash_image(buffer.getvalue(), max_pixels=10**7)
+assert shrink.uses_native()
+assert "numba" not in sys.modules, "numba was imported"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -79,12 +79,11 @@ def _dispatcher(deferred: Deferred) -> Any:
 
 
 def compile_ahead() -> None:
-    """Compile every loop now rather than in the first search or upload (about 6 s).
+    """Compile every loop now rather than in the first search (about 6 s).
 
     Numba keeps the machine code in its cache directory (`NUMBA_CACHE_DIR`, else next to the
     source or in the user's cache), so an image build or a deployment step can pay this once.
     """
-    from worker.core import neighbours, shrink  # both import this module
+    from worker.core import neighbours  # imports this module
 
     neighbours.compile_ahead()
-    shrink.compile_ahead()

@@ -1,48 +1,49 @@
 """pHash's 32 x 32 Lanczos shrink: Pillow's own 8-bit arithmetic, compiled, bit for bit.
 
 imagehash shrinks with `Image.resize(..., LANCZOS)`, and after the reduced decode that shrink is
-the largest cost left on the upload path (about 1.3 ms of a 1 MP JPEG's 5). Pillow computes each
-output pixel as a scalar dot product; the same integer arithmetic, arranged so that the inner
-loop runs along contiguous memory, is about four times faster. The output must stay bit for bit
-Pillow's, or hashes would drift from imagehash's for no gain in quality, so this module follows
-Pillow 13's fixed-point rules exactly:
+the largest cost left on the upload path (about 0.8 ms of a 12 MP JPEG's 19 on one core here).
+Pillow computes each output pixel as a scalar dot product; the same integer arithmetic, with the
+vertical pass running along contiguous rows, takes about a quarter of the time (`_shrink.c`, a C
+extension built with the package). The output must stay bit for bit Pillow's, or hashes would
+drift from imagehash's for no gain in quality, so the extension follows Pillow's fixed-point
+rules exactly:
 
 - Coefficients: Lanczos-3 widened by the scale, normalised to sum 1, then rounded to 22-bit
   fixed point; each pass rounds and clips to 8 bits.
 - Pass order: horizontal first, except for images at least about twice as tall as wide
   (`2 * width <= height + 31` for a 32 x 32 output), which Pillow resamples vertically first.
   Pillow does not document this; it was measured over thousands of random shapes.
-- `reducing_gap`: Pillow's integer box reduction first, then Lanczos over the reduced image's
-  fractional extent (a float32 box).
+- `reducing_gap`: Pillow's integer box reduction first (Pillow's own `reduce`, here too), then
+  Lanczos over the reduced image's fractional extent (a float32 box).
 
 Because those rules are read from behaviour, not from a contract, `agrees_with_pillow()` checks
 them against the installed Pillow once per process, and `shrink` falls back to Pillow's own
-resize if they ever disagree (say, after a Pillow upgrade). The tests fail in that case too.
+resize if they ever disagree (say, after a Pillow upgrade), or if the extension was not built
+(an installation without a C compiler). The tests fail in both cases.
 
-The compiled loops save about 0.9 ms an image but cost a process about a second to load (Numba,
-see `compiled`), so `shrink` uses Pillow's resize, with the same bits, until a process asks for
-them with `compile_ahead()`: the worker at start, a scan of enough files.
+A C extension rather than a Numba loop, as the search's are: it loads with the module, where
+Numba costs a process about a second before its first call, more than a scan of a few hundred
+files would save.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from functools import cache, lru_cache
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from worker.core.compiled import compiled
+_native: ModuleType | None
+try:
+    from worker.core import _shrink as _native
+except ImportError:  # pragma: no cover - built by every installation with a C compiler
+    _native = None
 
 #: pHash's input side (hash_size 8 x highfreq_factor 4).
 SIDE = 32
-
-#: Pillow's fixed point for 8-bit resampling: 32 bits less 8 for the pixel and 2 for overshoot.
-_PRECISION_BITS = 22
-_HALF = 1 << (_PRECISION_BITS - 1)
-_LANCZOS_SUPPORT = 3.0
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,16 @@ def shrink(gray: Image.Image, reducing_gap: float | None = None) -> NDArray[np.u
     if gray.mode != "L":
         raise ValueError(f"shrink takes 8-bit greyscale (L) images, not {gray.mode}")
     width, height = gray.size
-    if min(width, height) <= SIDE or not (_compiled and agrees_with_pillow()):
+    if min(width, height) <= SIDE or not uses_native():
         resized = gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
         return np.asarray(resized, dtype=np.uint8)
     return _lanczos(*_box_reduced(gray, reducing_gap))
+
+
+def uses_native() -> bool:
+    """Whether `shrink` runs the C extension rather than Pillow's resize: it is built and it
+    agrees with the installed Pillow."""
+    return agrees_with_pillow()
 
 
 def _box_reduced(
@@ -80,8 +87,15 @@ def _box_reduced(
 
 @cache
 def agrees_with_pillow() -> bool:
-    """Whether this module reproduces the installed Pillow's output on probe images of every
-    path (horizontal first, vertical first, box-reduced). Checked once per process."""
+    """Whether the extension reproduces the installed Pillow's output on probe images of every
+    path (horizontal first, vertical first, box-reduced). Checked once per process; False, with
+    a warning, when the extension is not built."""
+    if _native is None:
+        log.warning(
+            "the compiled 32 x 32 shrink (worker.core._shrink) is not built: install with a C "
+            "compiler; hashing falls back to Pillow's slower resize"
+        )
+        return False
     rng = np.random.default_rng(20261130)
     for (width, height), gap in (
         ((577, 433), None),  # wide: horizontal pass first
@@ -105,116 +119,25 @@ def agrees_with_pillow() -> bool:
     return True
 
 
-#: Whether `shrink` runs the compiled loops (see the module's docstring): set by `compile_ahead`.
-_compiled = False
-
-
-def compile_ahead() -> None:
-    """Load or compile the shrink's loops, check them against Pillow, and use them if they agree."""
-    global _compiled
-    _compiled = agrees_with_pillow()
-
-
-def uses_compiled() -> bool:
-    """Whether `shrink` runs the compiled loops rather than Pillow's resize."""
-    return _compiled
-
-
 def _lanczos(pixels: NDArray[np.uint8], extent: tuple[float, float]) -> NDArray[np.uint8]:
-    """Two Lanczos passes over `pixels` (height x width) whose content spans `extent` (width,
+    """Both Lanczos passes over `pixels` (height x width) whose content spans `extent` (width,
     height; the whole image unless a box reduction rounded its size up)."""
+    assert _native is not None
     height, width = pixels.shape
-    across = _coefficients(width, extent[0])
-    down = _coefficients(height, extent[1])
-    # Each pass runs along contiguous rows, so the second one reads the first's output
-    # transposed. Vertically first (Pillow's order for tall images): the rows of the image.
-    if 2 * width <= height + SIDE - 1:
-        columns = _rows_pass(pixels, *down)
-        return np.ascontiguousarray(_rows_pass(np.ascontiguousarray(columns.T), *across).T)
-    # Horizontally first, over the rows the vertical pass will read, transposed.
-    weights, bounds = down
-    first, last = int(bounds[0, 0]), int(bounds[-1, 0] + bounds[-1, 1])
-    rows = _rows_pass(np.ascontiguousarray(pixels[first:last].T), *across)
-    shifted = bounds.copy()
-    shifted[:, 0] -= first
-    return _rows_pass(np.ascontiguousarray(rows.T), weights, shifted)
+    out = _native.lanczos(
+        np.ascontiguousarray(pixels),
+        width,
+        height,
+        _taps(width, extent[0]),
+        _taps(height, extent[1]),
+    )
+    return np.frombuffer(out, np.uint8).reshape(SIDE, SIDE)
 
 
 @lru_cache(maxsize=1024)
-def _coefficients(size: int, extent: float) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """Pillow's fixed-point Lanczos taps from `size` input pixels (content spanning `extent`,
-    held as float32 as Pillow holds its box) to 32, and each output's first tap and tap count."""
-    return _taps(size, float(np.float32(extent)))
-
-
-@compiled
-def _taps(size: int, extent: float) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    scale = extent / SIDE
-    filter_scale = max(scale, 1.0)
-    support = _LANCZOS_SUPPORT * filter_scale
-    taps = math.ceil(support) * 2 + 1
-    weights = np.zeros((SIDE, taps), np.int32)
-    bounds = np.zeros((SIDE, 2), np.int32)
-    raw = np.zeros(taps)
-    for out in range(SIDE):
-        centre = (out + 0.5) * scale
-        low = max(int(centre - support + 0.5), 0)
-        count = min(int(centre + support + 0.5), size) - low
-        total = 0.0
-        for t in range(count):
-            raw[t] = _lanczos3((t + low - centre + 0.5) / filter_scale)
-            total += raw[t]
-        for t in range(count):
-            w = raw[t] / total if total != 0.0 else raw[t]
-            w *= 1 << _PRECISION_BITS
-            weights[out, t] = int(w - 0.5) if w < 0 else int(w + 0.5)
-        bounds[out, 0] = low
-        bounds[out, 1] = count
-    return weights, bounds
-
-
-@compiled
-def _lanczos3(x: float) -> float:
-    if not -_LANCZOS_SUPPORT <= x < _LANCZOS_SUPPORT:
-        return 0.0
-    return _sinc(x) * _sinc(x / _LANCZOS_SUPPORT)
-
-
-@compiled
-def _sinc(x: float) -> float:
-    if x == 0.0:
-        return 1.0
-    x *= math.pi
-    return math.sin(x) / x
-
-
-@compiled
-def _clip8(total: int) -> int:
-    value = total >> _PRECISION_BITS
-    return 0 if value < 0 else 255 if value > 255 else value
-
-
-@compiled
-def _rows_pass(
-    source: NDArray[np.uint8], weights: NDArray[np.int32], bounds: NDArray[np.int32]
-) -> NDArray[np.uint8]:
-    """Row i of the result is clip8(sum over taps t of weights[i, t] * source[bounds[i, 0] + t]),
-    a whole row at a time, so the innermost loop is a vectorised multiply-add along the row.
-
-    The 32-bit accumulator is Pillow's; its sums never overflow (that is what the two spare
-    bits of its precision are for), so 32-bit lanes give exactly Pillow's totals.
-    """
-    width = source.shape[1]
-    out = np.empty((weights.shape[0], width), np.uint8)
-    total = np.empty(width, np.int32)
-    for i in range(weights.shape[0]):
-        first = bounds[i, 0]
-        total[:] = _HALF
-        for t in range(bounds[i, 1]):
-            weight = weights[i, t]
-            row = source[first + t]
-            for x in range(width):
-                total[x] = np.int32(total[x] + np.int32(row[x]) * weight)
-        for x in range(width):
-            out[i, x] = _clip8(total[x])
-    return out
+def _taps(size: int, extent: float) -> bytes:
+    """The fixed-point taps from `size` pixels to 32, computed once per shape: a scan or an
+    upload stream meets the same few camera sizes again and again."""
+    assert _native is not None
+    taps: bytes = _native.taps(size, extent)
+    return taps
