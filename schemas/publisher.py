@@ -7,6 +7,7 @@ has taken responsibility for the message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from types import TracebackType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -101,9 +102,12 @@ class PortalPublisher:
         return str(envelope["message_id"])
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent). A connection the broker or the network already
+        dropped (a missed heartbeat during a long idle spell) is only found dropped here: it is
+        gone either way, so that is not an error."""
         if self._connection.is_open:
-            self._connection.close()
+            with contextlib.suppress(pika.exceptions.AMQPConnectionError):
+                self._connection.close()
 
     def __enter__(self) -> PortalPublisher:
         return self
