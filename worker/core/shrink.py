@@ -16,7 +16,7 @@ rules exactly:
 - `reducing_gap`: Pillow's integer box reduction first (Pillow's own `reduce`, here too), then
   Lanczos over the reduced image's fractional extent (a float32 box).
 
-Because those rules are read from behaviour, not from a contract, `agrees_with_pillow()` checks
+Because those rules are read from behaviour, not from a contract, `uses_native()` checks
 them against the installed Pillow once per process, and `shrink` falls back to Pillow's own
 resize if they ever disagree (say, after a Pillow upgrade), or if the extension was not built
 (an installation without a C compiler). The tests fail in both cases.
@@ -63,12 +63,6 @@ def shrink(gray: Image.Image, reducing_gap: float | None = None) -> NDArray[np.u
     return _lanczos(*_box_reduced(gray, reducing_gap))
 
 
-def uses_native() -> bool:
-    """Whether `shrink` runs the C extension rather than Pillow's resize: it is built and it
-    agrees with the installed Pillow."""
-    return agrees_with_pillow()
-
-
 def _box_reduced(
     gray: Image.Image, reducing_gap: float | None
 ) -> tuple[NDArray[np.uint8], tuple[float, float]]:
@@ -86,10 +80,10 @@ def _box_reduced(
 
 
 @cache
-def agrees_with_pillow() -> bool:
-    """Whether the extension reproduces the installed Pillow's output on probe images of every
-    path (horizontal first, vertical first, box-reduced). Checked once per process; False, with
-    a warning, when the extension is not built."""
+def uses_native() -> bool:
+    """Whether `shrink` runs the C extension rather than Pillow's resize: it is built, and it
+    reproduces the installed Pillow's output on probe images of every path (horizontal first,
+    vertical first, box-reduced). Checked once per process; False, with a warning, otherwise."""
     if _native is None:
         log.warning(
             "the compiled 32 x 32 shrink (worker.core._shrink) is not built: install with a C "
@@ -141,5 +135,4 @@ def _taps(size: int, extent: float) -> bytes:
     """The fixed-point taps from `size` pixels to 32, computed once per shape: a scan or an
     upload stream meets the same few camera sizes again and again."""
     assert _native is not None
-    taps: bytes = _native.taps(size, extent)
-    return taps
+    return _native.taps(size, extent)
