@@ -1,6 +1,7 @@
 """Peak memory of hashing one image, measured in a process of its own (`python -m
 tests.memory_probe KIND WIDTH HEIGHT`): prints JSON with the peak resident growth during
-`hash_image` and the estimate it reserved.
+`hash_image` and the estimate it reserved. `python -m tests.memory_probe refaults` prints how
+often the tuned allocator makes a hash thread fault its short-lived buffers in afresh.
 
 The kinds are the decompression bombs that cost the most memory per byte of file: flat PNGs
 in RGB, RGBA and 16-bit, and a bilevel TIFF; a camera-like JPEG for comparison.
@@ -77,6 +78,44 @@ def measure(data: bytes) -> dict[str, float]:
     }
 
 
+def _minor_faults() -> int:
+    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def refaults(buffers: int = 20) -> dict[str, float]:
+    """Page faults per 4 kB page of a short-lived 2-3 MB buffer (an upload's file bytes, a
+    draft image) allocated, written and freed over and over, on a thread and on the main
+    thread: near 1 when every buffer comes in fresh pages from the system."""
+    import threading
+
+    from worker.budget import tune_allocator
+
+    tune_allocator()
+    shares: dict[str, float] = {}
+
+    def churn(where: str) -> None:
+        for size in (3_000_000, 2_000_000):  # the heap grows to its working size
+            warm = b"\x01" * size
+            del warm
+        pages = 0
+        before = _minor_faults()
+        for i in range(buffers):
+            size = 2_000_000 + 100_000 * (i % 10)
+            buffer = b"\x01" * size
+            del buffer
+            pages += size // 4096
+        shares[where] = (_minor_faults() - before) / pages
+
+    thread = threading.Thread(target=churn, args=("thread",))
+    thread.start()
+    thread.join()
+    churn("main")
+    return shares
+
+
 if __name__ == "__main__":
-    kind, width, height = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    print(json.dumps(measure(bomb(kind, (width, height)))))
+    if sys.argv[1] == "refaults":
+        print(json.dumps(refaults()))
+    else:
+        kind, width, height = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+        print(json.dumps(measure(bomb(kind, (width, height)))))
