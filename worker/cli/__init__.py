@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from worker.cli import feeding, queues, scanning, service
-from worker.cli.common import EXIT_USAGE, PrintableStream, printable
+from worker.cli.common import EXIT_USAGE, PrintableStream, leave, printable
 from worker.config import SettingsError, get_settings
 
 
@@ -178,8 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `dupfinder` script."""
+def run() -> NoReturn:
+    """Entry point of the `dupfinder` script (and of `python -m worker.cli`): `main`, then an
+    exit that skips the interpreter's teardown (`leave`) once a command other than `worker`
+    is done."""
+    sys.exit(main(at_exit=leave))
+
+
+def main(
+    argv: Sequence[str] | None = None, *, at_exit: Callable[[int], NoReturn] | None = None
+) -> int:
+    """The `dupfinder` command: parse, check the settings, run. Returns the exit status, or
+    hands it to `at_exit` (the script's quick exit) when a command other than `worker` is
+    done."""
     args = build_parser().parse_args(argv)
     try:
         get_settings()
@@ -195,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = PrintableStream(stdout), PrintableStream(stderr)
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
     finally:
         sys.stdout, sys.stderr = stdout, stderr
+    if at_exit is not None:
+        at_exit(code)
+    return code

@@ -1,7 +1,5 @@
 """`python -m worker.cli`: the `dupfinder` command."""
 
-import sys
+from worker.cli import run
 
-from worker.cli import main
-
-sys.exit(main())
+run()
