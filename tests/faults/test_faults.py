@@ -309,3 +309,70 @@ def test_conflicting_commands_across_two_worker_processes(rig: Rig, tmp_path: Pa
     assert all(
         outcomes[e["command_id"]] == {k: v for k, v in e.items()} for e in replayed[len(first) :]
     ), "a replay answered differently"
+
+
+def test_result_publisher_sends_every_waiting_event_before_awaiting_a_confirm(rig: Rig) -> None:
+    """The events queued for the publishing thread go out together: under a memory alarm, which
+    holds every confirm back, all of them are handed to the channel, not only the first."""
+    import asyncio
+    import threading
+    import uuid
+
+    import pika
+
+    from schemas.contract import RESULTS_EXCHANGE
+    from worker.results import ResultPublisher
+
+    portal = f"pipelining{uuid.uuid4().hex[:6]}"
+    admin = pika.BlockingConnection(pika.URLParameters(rig.node.url))
+    channel = admin.channel()
+    channel.exchange_declare(RESULTS_EXCHANGE, exchange_type="topic", durable=True)
+    channel.queue_declare(portal, durable=True)
+    channel.queue_bind(portal, RESULTS_EXCHANGE, routing_key=f"{portal}.#")
+    publisher = ResultPublisher(rig.node.url)
+    publisher.declare()
+    impl = publisher._channel._impl  # type: ignore[union-attr]  # what pika sends through
+    handed: list[str] = []
+    send = impl.basic_publish
+
+    def counted(**kwargs: Any) -> None:
+        handed.append(kwargs["routing_key"])
+        send(**kwargs)
+
+    impl.basic_publish = counted
+    gate = threading.Event()
+    publisher._thread.submit(gate.wait)  # the publishing thread busy while the five queue up
+    outcomes: list[BaseException | None] = []
+
+    def publish(n: int) -> None:
+        try:
+            asyncio.run(publisher.publish_raw(f"{portal}.asset.hashed", b'{"n": %d}' % n))
+            outcomes.append(None)
+        except BaseException as e:  # reported by the assertion below
+            outcomes.append(e)
+
+    rig.node.ctl("set_vm_memory_high_watermark", "0.0000001")
+    try:
+        callers = [threading.Thread(target=publish, args=(n,)) for n in range(5)]
+        for caller in callers:
+            caller.start()
+        deadline = time.monotonic() + 10
+        while publisher._thread._calls.qsize() < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)  # each caller has handed its event to the thread
+        gate.set()
+        while len(handed) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Given no confirm can come while the alarm lasts, every one of the five was sent anyway
+        assert len(handed) == 5, f"{len(handed)} of 5 events sent before the first confirm"
+        assert outcomes == [], "a publish returned while RabbitMQ confirmed nothing"
+    finally:
+        rig.node.ctl("set_vm_memory_high_watermark", "0.4")
+    for caller in callers:
+        caller.join(60)
+    try:
+        assert outcomes == [None] * 5, outcomes
+        assert channel.queue_declare(portal, passive=True).method.message_count == 5
+    finally:
+        channel.queue_delete(portal)
+        admin.close()
+        publisher.close()
