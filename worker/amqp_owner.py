@@ -11,7 +11,6 @@ heartbeat, an idle connection stays open for as long as the process runs.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import queue
@@ -73,10 +72,6 @@ class ConnectionThread:
     def call(self, fn: Callable[[], T], timeout_s: float | None = None) -> T:
         """`fn`'s result, computed on the thread (waiting at most `timeout_s`)."""
         return self.submit(fn).result(timeout_s)
-
-    async def call_async(self, fn: Callable[[], T]) -> T:
-        """`call` for coroutines: the event loop is not blocked while the thread works."""
-        return await asyncio.wrap_future(self.submit(fn))
 
     def stop(self, last: Callable[[], None] | None = None, timeout_s: float = 10.0) -> None:
         """Run `last` (closing the connection), then end the thread."""
