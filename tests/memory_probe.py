@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import resource
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -79,7 +80,7 @@ def measure(data: bytes) -> dict[str, float]:
 
 
 def _minor_faults() -> int:
-    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[7])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def refaults(buffers: int = 20) -> dict[str, float]:
